@@ -1,0 +1,172 @@
+"""Prepare a dataset folder: splits, items table, stats and item embeddings, the input of every later step.
+
+Layout of ``output_dir``::
+
+    sequences/                      DatasetDict (train / valid / test), one row per user
+    items/                          Dataset, one row per item (item_idx order)
+    stats.json                      dataset statistics
+    item_embeddings.safetensors     [n_items, dim] float32, unit norm, row i = item_idx i
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from ..embeddings import (
+    EMBEDDINGS_FILE,
+    encode_texts,
+    item_text,
+    load_item_embeddings,
+    read_user_embeddings,
+    resolve_encoder,
+    save_item_embeddings,
+)
+from .processing import ProcessedData, process_interactions
+from .readers import DataFormatError
+from .sources import load_raw
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareDataArguments:
+    """What to read, how to clean it, and how to embed its items."""
+
+    output_dir: str = field(metadata={"help": "Folder to write the prepared dataset to."})
+    dataset: str = field(
+        default="default",
+        metadata={"help": "Bundled name (default = ml-1m, ml-100k) or a path to a file / folder in a supported format."},
+    )
+    format: str = field(
+        default="auto",
+        metadata={"help": "auto, movielens, recbole, amazon (2014/2018), amazon2023 or generic (CSV/Parquet/JSONL)."},
+    )
+    item_file: str | None = field(default=None, metadata={"help": "Item metadata file (Amazon meta_*.json, or a generic item table)."})
+    user_column: str | None = field(default=None, metadata={"help": "Generic format: user column (detected if unset)."})
+    item_column: str | None = field(default=None, metadata={"help": "Generic format: item column (detected if unset)."})
+    timestamp_column: str | None = field(default=None, metadata={"help": "Generic format: timestamp column (detected if unset)."})
+    timestamp_unit: str = field(default="auto", metadata={"help": "Generic numeric timestamps: s, ms or auto."})
+    user_core: int = field(default=5, metadata={"help": "Keep users with at least this many events (iterative k-core)."})
+    item_core: int = field(default=5, metadata={"help": "Keep items with at least this many events (iterative k-core)."})
+    min_rating: float | None = field(default=None, metadata={"help": "Drop events rated below this (None keeps all)."})
+    drop_repeat_consumption: bool = field(
+        default=False, metadata={"help": "Keep only each user's first event per item."}
+    )
+    max_users: int | None = field(default=None, metadata={"help": "Randomly keep this many users (seeded), for quick runs."})
+    seed: int = field(default=0, metadata={"help": "Seed for user subsampling."})
+    encoder: str = field(
+        default="default",
+        metadata={"help": "Sentence encoder folder for item text ('default' = bundled all-MiniLM-L6-v2)."},
+    )
+    text_template: str | None = field(
+        default=None, metadata={"help": "str.format template over item fields, e.g. '{title} ({categories})'."}
+    )
+    embeddings: str | None = field(
+        default=None, metadata={"help": "Your own item embeddings (.safetensors/.npz/.parquet keyed by item id) instead of encoding text."}
+    )
+    embedding_batch_size: int = field(default=128, metadata={"help": "Texts per encoder batch."})
+    embedding_max_seq_length: int = field(default=256, metadata={"help": "Encoder truncation length in tokens."})
+    skip_embeddings: bool = field(default=False, metadata={"help": "Write splits and items only."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing prepared dataset in output_dir."})
+
+    def __post_init__(self):
+        if self.user_core < 1 or self.item_core < 1:
+            raise ValueError("user_core and item_core must be >= 1")
+
+
+@dataclass
+class PreparedData:
+    """A prepared dataset folder, loaded."""
+
+    path: Path
+    sequences: DatasetDict
+    items: Dataset
+    stats: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreparedData:
+        path = Path(path)
+        for part in ("sequences", "items", "stats.json"):
+            if not (path / part).exists():
+                raise DataFormatError(
+                    f"{path}: not a prepared dataset ({part} missing); run `python scripts/prepare_data.py --output_dir {path}`"
+                )
+        return cls(path, load_from_disk(str(path / "sequences")), load_from_disk(str(path / "items")),
+                   json.loads((path / "stats.json").read_text()))
+
+    def item_embeddings(self) -> np.ndarray:
+        """``[n_items, dim]`` float32 unit-norm vectors, row ``i`` for ``item_idx == i``."""
+        vectors, ids, _ = load_item_embeddings(self.path / EMBEDDINGS_FILE)
+        if ids is not None and ids != list(self.items["item_id"]):
+            raise DataFormatError(f"{self.path / EMBEDDINGS_FILE}: item ids do not match {self.path / 'items'}")
+        return vectors
+
+    @property
+    def item_popularity(self) -> np.ndarray:
+        """Train interactions per item (``item_idx`` order)."""
+        return np.asarray(self.items["train_count"], dtype=np.int64)
+
+
+def embed_items(items: Dataset, args: PrepareDataArguments) -> tuple[np.ndarray, dict]:
+    """Embeddings for every item of the table, from the user's file or by encoding item text."""
+    item_ids = list(items["item_id"])
+    if args.embeddings:
+        return read_user_embeddings(args.embeddings, item_ids), {"source": "user", "file": str(args.embeddings)}
+    if not any(items["title"]) and not any(items["description"]):
+        raise DataFormatError(
+            "the dataset has no item text (no titles or descriptions) to embed: pass --item_file with item text, "
+            "--embeddings with your own vectors, or --skip_embeddings"
+        )
+    texts = [item_text(row, args.text_template) for row in items.select_columns(["title", "categories", "brand", "description"])]
+    vectors = encode_texts(texts, args.encoder, batch_size=args.embedding_batch_size,
+                           max_seq_length=args.embedding_max_seq_length)
+    return vectors, {"source": "text", "encoder": resolve_encoder(args.encoder), "template": args.text_template or "default",
+                     "example_text": texts[0]}
+
+
+def prepare_dataset(args: PrepareDataArguments) -> Path:
+    """Read, clean, split and embed; write everything to ``args.output_dir`` and return that path.
+
+    The folder is built in a temporary sibling and moved into place at the end, so a failure (bad data, a
+    killed run) never leaves a half-written dataset or destroys an existing one.
+    """
+    out = Path(args.output_dir)
+    if (out / "stats.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already holds a prepared dataset; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()) and not (out / "stats.json").exists():
+        raise FileExistsError(f"{out} exists and is not a prepared dataset; refusing to write over its files")
+    raw = load_raw(args.dataset, args.format, args.item_file, args.user_column, args.item_column,
+                   args.timestamp_column, args.timestamp_unit)
+    processed: ProcessedData = process_interactions(
+        raw, args.user_core, args.item_core, args.min_rating, args.drop_repeat_consumption, args.max_users, args.seed
+    )
+    stats = processed.stats
+    stats["dataset_argument"] = args.dataset
+    embed_info = None
+    if not args.skip_embeddings:
+        vectors, embed_info = embed_items(processed.items, args)
+        stats["embedding_dim"] = int(vectors.shape[1])
+        stats["embeddings"] = embed_info
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    processed.sequences.save_to_disk(str(tmp / "sequences"))
+    processed.items.save_to_disk(str(tmp / "items"))
+    if embed_info is not None:
+        save_item_embeddings(tmp / EMBEDDINGS_FILE, vectors, processed.items["item_id"],
+                             {k: v for k, v in embed_info.items() if k != "example_text"})
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    (tmp / "prepare_args.json").write_text(json.dumps(asdict(args), indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
