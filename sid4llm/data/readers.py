@@ -157,7 +157,7 @@ def _dedup_keep_order(values: list[str]) -> list[str]:
 def _items_frame(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=["item_id", *TEXT_COLUMNS])
     for col in ("title", "brand", "description"):
-        df[col] = df[col].fillna("").astype(str)
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     df["categories"] = df["categories"].map(lambda v: v if isinstance(v, list) else [])
     return df
 
@@ -431,7 +431,7 @@ def read_generic(
         icol = _pick_column(it, item_column if item_column in it.columns else None, ITEM_ALIASES, "item", ipath)
         item_first_line = 2 if ipath.name.lower().removesuffix(".gz").endswith((".csv", ".tsv", ".txt")) else 1
         known = set(inter["item_id"])
-        extra_cols = [c for c in it.columns if c not in (icol, *TEXT_COLUMNS) and it[c].dtype == object]
+        extra_cols = [c for c in it.columns if c not in (icol, *TEXT_COLUMNS) and pd.api.types.is_string_dtype(it[c])]
         rows = []
         for row_no, rec in enumerate(it.to_dict("records")):
             item_id = str(rec[icol])
