@@ -51,3 +51,22 @@ def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: 
                 action.required = False
     outputs = parser.parse_args_into_dataclasses(args=args)
     return tuple(outputs[: len(dataclass_types)])  # the rest is the namespace holding --config
+
+
+def peek_option(name: str, default: str | None = None, args: list[str] | None = None) -> str | None:
+    """The value of ``--name`` from the command line, else from the ``--config`` YAML, else ``default``.
+
+    Used to pick which dataclass to parse with (e.g. the ID method's config) before parsing everything."""
+    args = list(sys.argv[1:] if args is None else args)
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    for i, a in enumerate(args):
+        path = args[i + 1] if a == "--config" and i + 1 < len(args) else (a.split("=", 1)[1] if a.startswith("--config=") else None)
+        if path and Path(path).is_file():
+            values = yaml.safe_load(Path(path).read_text()) or {}
+            if isinstance(values, dict) and name in values:
+                return str(values[name])
+    return default

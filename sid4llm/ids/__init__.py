@@ -1,0 +1,33 @@
+"""Semantic IDs: the variable-length discrete VAE of arXiv 2602.16375, its fixed-length variant, RQ-KMeans
+and REINFORCE baselines, and the ``SemanticIdCodebook`` artefact they all produce."""
+
+from .base import IdInputError, IdMethodConfig, IdModel
+from .codebook import SemanticIdCodebook, disambiguate
+from .dvae import DiscreteVAE, DVAEConfig
+from .metrics import id_metrics, plot_length_vs_popularity
+from .registry import METHODS, build_model, config_class
+from .reinforce import ReinforceConfig, ReinforceSenderReceiver
+from .rqkmeans import ResidualKMeans, RQKMeansConfig
+from .training import IdTrainingArguments, save_training_outputs, train_semantic_ids
+
+__all__ = [
+    "METHODS",
+    "DVAEConfig",
+    "DiscreteVAE",
+    "IdInputError",
+    "IdMethodConfig",
+    "IdModel",
+    "IdTrainingArguments",
+    "RQKMeansConfig",
+    "ReinforceConfig",
+    "ReinforceSenderReceiver",
+    "ResidualKMeans",
+    "SemanticIdCodebook",
+    "build_model",
+    "config_class",
+    "disambiguate",
+    "id_metrics",
+    "plot_length_vs_popularity",
+    "save_training_outputs",
+    "train_semantic_ids",
+]

@@ -1,0 +1,268 @@
+"""``SemanticIdCodebook``: the artefact that maps items to their semantic IDs and back.
+
+An item's ID is its learned code sequence (values in ``[0, V)``), followed — only when another, more
+popular item has the same codes — by one disambiguation token (ID-token index ``V + k − 1`` for the k-th
+extra item of the group). IDs are therefore unique; the LM adds begin/end markers around them, which also
+makes them prefix-free. The codebook keeps the trained encoder so new (cold-start) items get IDs later
+without retraining, and the metrics of the run that made it.
+
+Files written by :meth:`save_pretrained` (no pickle anywhere)::
+
+    codebook_config.json   method config, sizes, format version
+    codes.safetensors      ragged codes (flat + offsets), disambiguation, popularity
+    items.json             item ids (and titles when known), in codebook order
+    encoder.safetensors    the ID model's weights (encoder, stop head, decoder / centroids)
+    metrics.json           quality metrics of the run
+    README.md              model card
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .base import IdInputError, IdMethodConfig, IdModel, validate_embeddings
+from .registry import build_model, config_from_dict
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "codebook_config.json"
+
+
+class SemanticIdCodebook:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        codes: Sequence[Sequence[int]],
+        disambiguation: Sequence[int],
+        popularity: Sequence[int],
+        config: IdMethodConfig,
+        model: IdModel | None = None,
+        metrics: dict | None = None,
+        titles: Sequence[str] | None = None,
+        embedding_dim: int | None = None,
+    ):
+        if not (len(item_ids) == len(codes) == len(disambiguation) == len(popularity)):
+            raise IdInputError("item_ids, codes, disambiguation and popularity must have one entry per item")
+        if titles is not None and len(titles) != len(item_ids):
+            raise IdInputError(f"{len(titles)} titles for {len(item_ids)} items")
+        self.item_ids = [str(i) for i in item_ids]
+        self.codes = [tuple(int(c) for c in seq) for seq in codes]
+        self.disambiguation = np.asarray(disambiguation, dtype=np.int64)
+        self.popularity = np.asarray(popularity, dtype=np.int64)
+        self.config = config
+        self.model = model
+        self.metrics = dict(metrics or {})
+        self.titles = list(titles) if titles is not None else None
+        self.embedding_dim = embedding_dim or getattr(model, "input_dim", None)
+        self._index = {item: i for i, item in enumerate(self.item_ids)}
+        if len(self._index) != len(self.item_ids):
+            raise IdInputError("item ids must be unique")
+        self._by_sequence = {seq: i for i, seq in enumerate(self.sequences)}
+        if len(self._by_sequence) != len(self.item_ids):
+            raise IdInputError("two items share one ID; build codebooks with SemanticIdCodebook.from_codes")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_codes(
+        cls,
+        item_ids: Sequence[str],
+        codes: torch.Tensor | np.ndarray,
+        lengths: torch.Tensor | np.ndarray,
+        popularity: Sequence[int],
+        config: IdMethodConfig,
+        model: IdModel | None = None,
+        titles: Sequence[str] | None = None,
+        embedding_dim: int | None = None,
+    ) -> SemanticIdCodebook:
+        """Cut each item's codes to its length and make IDs unique (see :func:`disambiguate`)."""
+        codes, lengths = np.asarray(codes), np.asarray(lengths)
+        ragged = [tuple(row[:n].tolist()) for row, n in zip(codes, lengths)]
+        disamb = disambiguate(ragged, popularity)
+        return cls(item_ids, ragged, disamb, popularity, config, model, titles=titles, embedding_dim=embedding_dim)
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def num_disambiguation_tokens(self) -> int:
+        return int(self.disambiguation.max(initial=0))
+
+    @property
+    def num_id_tokens(self) -> int:
+        """Size of the ID-token space: V codes + the disambiguation tokens in use."""
+        return self.vocab_size + self.num_disambiguation_tokens
+
+    @property
+    def sequences(self) -> list[tuple[int, ...]]:
+        """Every item's ID as ID-token indices (codes, then a disambiguation token if it has one)."""
+        V = self.vocab_size
+        return [seq + ((V + int(d) - 1,) if d else ()) for seq, d in zip(self.codes, self.disambiguation)]
+
+    @property
+    def code_lengths(self) -> np.ndarray:
+        return np.array([len(c) for c in self.codes], dtype=np.int64)
+
+    @property
+    def id_lengths(self) -> np.ndarray:
+        return self.code_lengths + (self.disambiguation > 0)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def index_of(self, item_id: str) -> int:
+        if item_id not in self._index:
+            raise KeyError(f"item {item_id!r} is not in the codebook")
+        return self._index[item_id]
+
+    def id_of(self, item_id: str) -> tuple[int, ...]:
+        return self.sequences[self.index_of(item_id)]
+
+    def item_for(self, sequence: Sequence[int]) -> str | None:
+        """The item whose ID is exactly ``sequence``, or None."""
+        i = self._by_sequence.get(tuple(int(s) for s in sequence))
+        return None if i is None else self.item_ids[i]
+
+    # ------------------------------------------------------------------ cold start
+    def encode(self, embeddings: np.ndarray | torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and lengths for embeddings with the saved encoder (no disambiguation)."""
+        if self.model is None:
+            raise IdInputError("this codebook has no encoder weights; it cannot encode new items")
+        x = validate_embeddings(embeddings, self.embedding_dim)
+        self.model.eval()
+        device = next(iter([*self.model.parameters(), *self.model.buffers()])).device
+        outs = [self.model.encode(part.to(device)) for part in x.split(batch_size)]
+        return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+
+    def add_items(self, item_ids: Sequence[str], embeddings: np.ndarray | torch.Tensor,
+                  titles: Sequence[str] | None = None) -> list[tuple[int, ...]]:
+        """Append new items (popularity 0) without changing any existing ID; returns their IDs."""
+        dup = [i for i in item_ids if i in self._index]
+        if dup:
+            raise IdInputError(f"items already in the codebook: {dup[:5]}")
+        codes, lengths = self.encode(embeddings)
+        taken = defaultdict(int)
+        for seq, d in zip(self.codes, self.disambiguation):
+            taken[seq] = max(taken[seq], int(d) + 1)
+        new_ids = []
+        for item, row, n in zip(item_ids, codes.numpy(), lengths.numpy()):
+            seq = tuple(row[:n].tolist())
+            d = taken[seq]
+            taken[seq] += 1
+            self.codes.append(seq)
+            self.disambiguation = np.append(self.disambiguation, d)
+            self.popularity = np.append(self.popularity, 0)
+            self.item_ids.append(str(item))
+            self._index[str(item)] = len(self.item_ids) - 1
+            new_ids.append(seq + ((self.vocab_size + d - 1,) if d else ()))
+            self._by_sequence[new_ids[-1]] = len(self.item_ids) - 1
+        if self.titles is not None:
+            self.titles.extend(titles if titles is not None else [""] * len(item_ids))
+        return new_ids
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        lengths = self.code_lengths
+        flat = np.fromiter((c for seq in self.codes for c in seq), dtype=np.int64, count=int(lengths.sum()))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        save_file({"codes": torch.from_numpy(flat), "offsets": torch.from_numpy(offsets),
+                   "disambiguation": torch.from_numpy(self.disambiguation.copy()),
+                   "popularity": torch.from_numpy(self.popularity.copy())}, str(out / "codes.safetensors"))
+        config = {"format_version": FORMAT_VERSION, "n_items": len(self), "embedding_dim": self.embedding_dim,
+                  "num_disambiguation_tokens": self.num_disambiguation_tokens, "id_method": self.config.to_dict()}
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        items = {"item_ids": self.item_ids}
+        if self.titles is not None:
+            items["titles"] = self.titles
+        (out / "items.json").write_text(json.dumps(items))
+        if self.model is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, str(out / "encoder.safetensors"))
+        (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        (out / "README.md").write_text(self.model_card())
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, revision: str | None = None, token: str | None = None
+                        ) -> SemanticIdCodebook:
+        """Load from a local folder or a Hub repo id (downloaded through ``huggingface_hub``)."""
+        path = Path(path_or_repo_id)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token))
+        if not (path / CONFIG_FILE).is_file():
+            raise IdInputError(f"{path}: not a saved SemanticIdCodebook ({CONFIG_FILE} missing)")
+        config = json.loads((path / CONFIG_FILE).read_text())
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise IdInputError(f"{path}: codebook format {config['format_version']} is newer than this sid4llm")
+        method_config = config_from_dict(config["id_method"])
+        tensors = load_file(str(path / "codes.safetensors"))
+        flat, offsets = tensors["codes"].tolist(), tensors["offsets"].tolist()
+        codes = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        items = json.loads((path / "items.json").read_text())
+        model = None
+        if (path / "encoder.safetensors").is_file():
+            model = build_model(method_config, config["embedding_dim"])
+            model.load_state_dict(load_file(str(path / "encoder.safetensors")))
+            model.eval()
+        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+        return cls(items["item_ids"], codes, tensors["disambiguation"].numpy(), tensors["popularity"].numpy(),
+                   method_config, model, metrics, items.get("titles"), config["embedding_dim"])
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload SemanticIdCodebook", revision: str | None = None) -> str:
+        """Save to a temporary folder and upload it as one commit; returns the commit URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=revision)
+        return str(getattr(info, "commit_url", info))
+
+    def model_card(self) -> str:
+        m, cfg = self.metrics, self.config
+        lines = [
+            "---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids", "---", "",
+            f"# Semantic ID codebook ({cfg.method}{', variable length' if cfg.variable_length else ''})", "",
+            f"{len(self):,} items, codebook of {cfg.vocab_size} codes, IDs of at most {cfg.max_length} codes "
+            f"plus {self.num_disambiguation_tokens} disambiguation tokens. Made with "
+            "[sid4llm](https://arxiv.org/abs/2602.16375) (variable-length semantic IDs).", "",
+            "## Metrics", "",
+        ]
+        for key in ("recon_mse_uniform", "recon_mse_unigram", "mean_length_uniform", "mean_length_unigram",
+                    "spearman_length_popularity", "collision_rate_before_dedup", "unique_ids", "train_seconds"):
+            if key in m:
+                lines.append(f"- `{key}`: {m[key]}")
+        lines += ["", "## Usage", "", "```python", "from sid4llm.ids import SemanticIdCodebook",
+                  'codebook = SemanticIdCodebook.from_pretrained("<this repo or folder>")',
+                  'codebook.id_of("<item id>")   # tuple of ID-token indices', "```", "",
+                  "## Method config", "", "```json", json.dumps(cfg.to_dict(), indent=2), "```", ""]
+        return "\n".join(lines)
+
+
+def disambiguate(codes: Sequence[tuple[int, ...]], popularity: Sequence[int]) -> np.ndarray:
+    """Disambiguation index per item: 0 for the most popular item of each group sharing the same codes (ties:
+    lower index first), then 1, 2, ... for the others, so IDs become unique and popular items stay short."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, seq in enumerate(codes):
+        groups[seq].append(i)
+    pop = np.asarray(popularity)
+    out = np.zeros(len(codes), dtype=np.int64)
+    for members in groups.values():
+        if len(members) > 1:
+            ranked = sorted(members, key=lambda i: (-pop[i], i))
+            out[ranked] = np.arange(len(ranked))
+    return out

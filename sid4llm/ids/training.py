@@ -1,0 +1,179 @@
+"""Training any ID method on item embeddings and wrapping the result in a :class:`SemanticIdCodebook`.
+
+Gradient-trained methods see **interaction events**: every epoch is one pass over the train events in a
+random order, so an item appears as often as it was interacted with. That is what lets popular items earn
+short codes. RQ-KMeans is fitted on the items themselves, as it usually is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .base import IdInputError, IdMethodConfig, validate_embeddings
+from .codebook import SemanticIdCodebook
+from .metrics import id_metrics, plot_length_vs_popularity, prefix_errors
+from .registry import build_model
+from .rqkmeans import ResidualKMeans
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IdTrainingArguments:
+    """How to train (the method's own knobs live in its config)."""
+
+    data_dir: str = field(default=None, metadata={"help": "A folder written by scripts/prepare_data.py."})
+    output_dir: str = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot."})
+    method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans or reinforce."})
+    epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs when > 0)."})
+    batch_size: int = field(default=1024, metadata={"help": "Interaction events per step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    sampling: str = field(default="interactions", metadata={"help": "interactions (each event once per epoch) or uniform (each item once)."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0 = off)."})
+    log_every: int = field(default=100, metadata={"help": "Log losses every this many steps."})
+    plot: bool = field(default=True, metadata={"help": "Write length_vs_popularity.png."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the codebook to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub."})
+
+    def __post_init__(self):
+        if self.sampling not in ("interactions", "uniform"):
+            raise IdInputError(f"sampling must be 'interactions' or 'uniform', got {self.sampling!r}")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def event_order(popularity: np.ndarray, sampling: str, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of training examples: item indices, each repeated once per train event (or once)."""
+    if sampling == "uniform":
+        return rng.permutation(len(popularity))
+    events = np.repeat(np.arange(len(popularity), dtype=np.int64), popularity)
+    rng.shuffle(events)
+    return events
+
+
+def train_semantic_ids(
+    embeddings: np.ndarray | torch.Tensor,
+    popularity: np.ndarray,
+    config: IdMethodConfig,
+    args: IdTrainingArguments,
+    item_ids: list[str] | None = None,
+    titles: list[str] | None = None,
+    accelerator=None,
+) -> SemanticIdCodebook:
+    """Train ``config``'s method; return a codebook whose ``metrics`` hold the full report."""
+    x = validate_embeddings(embeddings)
+    popularity = np.asarray(popularity, dtype=np.int64)
+    if len(popularity) != len(x):
+        raise IdInputError(f"{len(popularity)} popularity counts for {len(x)} embeddings")
+    if (popularity < 0).any():
+        raise IdInputError("popularity counts must be >= 0")
+    if args.sampling == "interactions" and popularity.sum() == 0:
+        raise IdInputError("no train interactions to sample from; use sampling='uniform'")
+    item_ids = item_ids or [str(i) for i in range(len(x))]
+    set_seed(config.seed)
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    model = build_model(config, x.shape[1]).to(device)
+    start = time.time()
+    history: list[dict] = []
+    steps = 0
+    if isinstance(model, ResidualKMeans):
+        model.fit(x.to(device))
+    else:
+        steps, history = _gradient_training(model, x, popularity, args, accelerator)
+    train_seconds = time.time() - start
+
+    model.eval()
+    with torch.no_grad():
+        codes, lengths = [], []
+        for part in x.split(4096):
+            c, n = model.encode(part.to(device))
+            codes.append(c.cpu())
+            lengths.append(n.cpu())
+        codes, lengths = torch.cat(codes), torch.cat(lengths)
+    codebook = SemanticIdCodebook.from_codes(item_ids, codes, lengths, popularity, config, model.cpu(), titles,
+                                             embedding_dim=x.shape[1])
+    errors = prefix_errors(codebook.model, x, codes)
+    metrics = id_metrics(errors, codes.numpy(), lengths.numpy(), popularity, codebook.disambiguation, config.vocab_size)
+    metrics.update({
+        "method": config.method, "variable_length": config.variable_length, "vocab_size": config.vocab_size,
+        "max_length": config.max_length, "train_seconds": round(train_seconds, 2), "train_steps": steps,
+        "train_examples_per_second": round(steps * args.batch_size / train_seconds, 1) if steps else None,
+        "device": str(device), "history": history,
+    })
+    codebook.metrics = metrics
+    return codebook
+
+
+def _gradient_training(model, x, popularity, args: IdTrainingArguments, accelerator) -> tuple[int, list[dict]]:
+    rng = np.random.default_rng(model.config.seed)
+    per_epoch = int(popularity.sum()) if args.sampling == "interactions" else len(popularity)
+    steps_per_epoch = max(1, math.ceil(per_epoch / args.batch_size))
+    total = args.max_steps if args.max_steps > 0 else max(1, int(round(args.epochs * steps_per_epoch)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    x_device = x.to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(model)
+    history, order, cursor = [], np.empty(0, dtype=np.int64), 0
+    running: dict[str, float] = {}
+    model.train()
+    quiet = not accelerator.is_local_main_process or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    bar = tqdm(range(total), desc=f"train {unwrapped.config.method}", disable=quiet)
+    for step in bar:
+        if cursor + args.batch_size > len(order):
+            order, cursor = event_order(popularity, args.sampling, rng), 0
+        batch = torch.from_numpy(order[cursor : cursor + args.batch_size]).to(accelerator.device)
+        cursor += args.batch_size
+        out = unwrapped.training_loss(x_device[batch], progress=step / steps_per_epoch)
+        if not torch.isfinite(out["loss"]):
+            raise FloatingPointError(f"loss became {out['loss'].item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(out["loss"])
+        if args.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        for k, v in out.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if (step + 1) % args.log_every == 0 or step + 1 == total:
+            n = (step % args.log_every) + 1
+            row = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3),
+                   **{k: round(v / n, 5) for k, v in running.items()}}
+            history.append(row)
+            bar.set_postfix(recon=row.get("recon"), length=row.get("mean_length"))
+            running = {}
+    return total, history
+
+
+def save_training_outputs(codebook: SemanticIdCodebook, output_dir: str | Path, plot: bool = True) -> Path:
+    """``OUT/codebook/``, ``OUT/metrics.json`` and ``OUT/length_vs_popularity.png``."""
+    import json
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    codebook.save_pretrained(out / "codebook")
+    (out / "metrics.json").write_text(json.dumps(codebook.metrics, indent=2))
+    if plot:
+        cfg = codebook.config
+        plot_length_vs_popularity(codebook.code_lengths, codebook.popularity, out / "length_vs_popularity.png",
+                                  f"{cfg.method}{' (variable length)' if cfg.variable_length else ''}: "
+                                  f"V={cfg.vocab_size}, L={cfg.max_length}")
+    return out

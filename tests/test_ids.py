@@ -1,0 +1,235 @@
+"""Semantic IDs: the dVAE's loss and length distribution, the baselines, the codebook artefact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sid4llm.ids import (
+    DiscreteVAE,
+    DVAEConfig,
+    IdInputError,
+    IdTrainingArguments,
+    ReinforceConfig,
+    ReinforceSenderReceiver,
+    RQKMeansConfig,
+    SemanticIdCodebook,
+    disambiguate,
+    train_semantic_ids,
+)
+from sid4llm.ids.modules import length_log_probs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def zipf_popularity(n: int) -> np.ndarray:
+    return np.maximum(1, 3000 / (np.arange(n) + 1) ** 1.3).astype(np.int64)
+
+
+def tiny_dvae(**overrides) -> DVAEConfig:
+    values = {"vocab_size": 16, "max_length": 4, "hidden_dim": 32, "heads": 2, **overrides}
+    return DVAEConfig(**values)
+
+
+def test_length_distribution_sums_to_one():
+    stop_logits = torch.randn(7, 4) * 3
+    q = length_log_probs(stop_logits).exp()
+    assert q.shape == (7, 5)
+    torch.testing.assert_close(q.sum(1), torch.ones(7))
+    # q(len=1) is exactly the first stop probability
+    torch.testing.assert_close(q[:, 0], torch.sigmoid(stop_logits[:, 0]))
+
+
+def test_loss_terms_are_finite_and_non_negative():
+    torch.manual_seed(0)
+    model = DiscreteVAE(tiny_dvae(), input_dim=8)
+    x = torch.from_numpy(unit_vectors(32, 8))
+    out = model.training_loss(x, progress=5.0)  # schedules finished: β > 0, τ at its end value
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["recon"] >= 0 and out["token_kl"] >= 0
+    assert 1.0 <= out["mean_length"] <= 4.0
+    assert out["beta"] == pytest.approx(2e-3) and out["tau"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("model_cls,config", [
+    (DiscreteVAE, tiny_dvae()),
+    (DiscreteVAE, tiny_dvae(variable_length=False)),
+    (ReinforceSenderReceiver, ReinforceConfig(vocab_size=16, max_length=4, hidden_dim=32, heads=2)),
+])
+def test_gradients_reach_every_parameter(model_cls, config):
+    torch.manual_seed(0)
+    model = model_cls(config, input_dim=8)
+    x = torch.from_numpy(unit_vectors(64, 8))
+    model.training_loss(x, progress=0.5)  # one step to move the REINFORCE baseline off zero
+    model.zero_grad()
+    model.training_loss(x, progress=0.5)["loss"].backward()
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []
+
+
+def test_inference_is_deterministic():
+    torch.manual_seed(0)
+    model = DiscreteVAE(tiny_dvae(), input_dim=8).eval()
+    x = torch.from_numpy(unit_vectors(50, 8))
+    codes_a, len_a = model.encode(x)
+    codes_b, len_b = model.encode(x)
+    assert torch.equal(codes_a, codes_b) and torch.equal(len_a, len_b)
+    assert ((len_a >= 1) & (len_a <= 4)).all()
+
+
+def test_popular_items_get_shorter_codes_on_a_skewed_catalogue():
+    x, pop = unit_vectors(120, 16), zipf_popularity(120)
+    config = tiny_dvae(length_cost=6.0, beta=0.005, anneal_epochs=0.3)
+    codebook = train_semantic_ids(x, pop, config, IdTrainingArguments(max_steps=300, batch_size=256, log_every=100))
+    lengths = codebook.code_lengths
+    head, tail = lengths[:12].mean(), lengths[60:].mean()  # the 10 % most popular vs the rarer half
+    assert head + 0.5 < tail, (head, tail)
+    assert codebook.metrics["spearman_length_popularity"] < 0
+    assert codebook.metrics["median_popularity_by_length"][1] > codebook.metrics["median_popularity_by_length"][4]
+
+
+def test_fixed_length_dvae_gives_every_item_max_length():
+    codebook = train_semantic_ids(unit_vectors(40, 8), zipf_popularity(40), tiny_dvae(variable_length=False),
+                                  IdTrainingArguments(max_steps=5, batch_size=32))
+    assert set(codebook.code_lengths.tolist()) == {4}
+    assert codebook.metrics["spearman_length_popularity"] is None
+
+
+def test_rqkmeans_reconstruction_improves_with_each_level():
+    x = unit_vectors(300, 8)
+    codebook = train_semantic_ids(x, np.ones(300, dtype=np.int64), RQKMeansConfig(vocab_size=8, max_length=3),
+                                  IdTrainingArguments())
+    errors = codebook.metrics["recon_mse_at_length"]
+    assert errors[0] > errors[1] > errors[2]
+    assert codebook.metrics["codebook_usage"][0] == 1.0
+    again = train_semantic_ids(x, np.ones(300, dtype=np.int64), RQKMeansConfig(vocab_size=8, max_length=3),
+                               IdTrainingArguments())
+    assert again.sequences == codebook.sequences
+
+
+def test_collisions_get_disambiguation_tokens_by_popularity():
+    codes = [(1, 2), (1, 2), (3,), (1, 2)]
+    assert disambiguate(codes, [5, 9, 1, 9]).tolist() == [2, 0, 0, 1]  # ties: lower index first
+    codebook = SemanticIdCodebook.from_codes(["a", "b", "c", "d"], np.array([[1, 2], [1, 2], [3, 0], [1, 2]]),
+                                             np.array([2, 2, 1, 2]), [5, 9, 1, 9], DVAEConfig(vocab_size=4))
+    assert codebook.sequences == [(1, 2, 5), (1, 2), (3,), (1, 2, 4)]  # V=4: disambiguation k -> 4 + k - 1
+    assert len(set(codebook.sequences)) == 4
+    assert codebook.item_for((1, 2, 4)) == "d" and codebook.item_for((9,)) is None
+
+
+def test_every_id_is_unique_after_training():
+    codebook = train_semantic_ids(unit_vectors(200, 8), zipf_popularity(200), tiny_dvae(vocab_size=4, max_length=2),
+                                  IdTrainingArguments(max_steps=10, batch_size=64))
+    assert codebook.metrics["collision_rate_before_dedup"] > 0  # 200 items, 4 + 16 codes: collisions are certain
+    assert len(set(codebook.sequences)) == 200 and codebook.metrics["unique_ids"] == 1.0
+
+
+def test_save_and_load_round_trip_gives_identical_ids(tmp_path):
+    x, pop = unit_vectors(60, 8), zipf_popularity(60)
+    codebook = train_semantic_ids(x, pop, tiny_dvae(), IdTrainingArguments(max_steps=20, batch_size=64),
+                                  item_ids=[f"item{i}" for i in range(60)], titles=[f"Title {i}" for i in range(60)])
+    codebook.save_pretrained(tmp_path / "cb")
+    assert not list((tmp_path / "cb").glob("*.bin")) and not list((tmp_path / "cb").glob("*.pkl"))
+    loaded = SemanticIdCodebook.from_pretrained(tmp_path / "cb")
+    assert loaded.sequences == codebook.sequences and loaded.item_ids == codebook.item_ids
+    assert loaded.titles == codebook.titles and loaded.config == codebook.config
+    codes, lengths = loaded.encode(x)
+    fresh = SemanticIdCodebook.from_codes(loaded.item_ids, codes, lengths, pop, loaded.config)
+    assert fresh.sequences == codebook.sequences  # the saved encoder reproduces every ID
+
+
+def test_new_items_are_appended_without_changing_existing_ids():
+    x, pop = unit_vectors(50, 8), zipf_popularity(50)
+    codebook = train_semantic_ids(x[:40], pop[:40], tiny_dvae(), IdTrainingArguments(max_steps=10, batch_size=32))
+    before = list(codebook.sequences)
+    new_ids = codebook.add_items([f"new{i}" for i in range(10)], x[40:])
+    assert codebook.sequences[:40] == before
+    assert codebook.sequences[40:] == new_ids and len(set(codebook.sequences)) == 50
+    assert codebook.item_for(new_ids[3]) == "new3"
+
+
+def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["create"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, revision=None):
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            calls["card"] = (Path(folder_path) / "README.md").read_text()
+            return "https://huggingface.co/me/ids/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    codebook = train_semantic_ids(unit_vectors(20, 8), zipf_popularity(20), tiny_dvae(),
+                                  IdTrainingArguments(max_steps=3, batch_size=16))
+    assert codebook.push_to_hub("me/ids", private=True).endswith("/abc")
+    assert calls["create"] == ("me/ids", True, True)
+    assert calls["files"] == ["README.md", "codebook_config.json", "codes.safetensors", "encoder.safetensors",
+                              "items.json", "metrics.json"]
+    assert "library_name: sid4llm" in calls["card"]
+
+
+@pytest.mark.parametrize("embeddings,message", [
+    (np.full((3, 4), np.nan, dtype=np.float32), "NaN"),
+    (np.zeros((0, 4), dtype=np.float32), "empty catalogue"),
+    (np.ones(4, dtype=np.float32), "2-D"),
+])
+def test_bad_embeddings_are_clear_errors(embeddings, message):
+    with pytest.raises(IdInputError, match=message):
+        train_semantic_ids(embeddings, np.ones(len(np.atleast_2d(embeddings)), dtype=np.int64), tiny_dvae(),
+                           IdTrainingArguments(max_steps=1))
+
+
+def test_bad_configs_and_mismatches_are_clear_errors():
+    with pytest.raises(IdInputError, match="vocab_size must be >= 2"):
+        DVAEConfig(vocab_size=1)
+    with pytest.raises(IdInputError, match="3 popularity counts for 5 embeddings"):
+        train_semantic_ids(unit_vectors(5, 4), np.ones(3, dtype=np.int64), tiny_dvae(), IdTrainingArguments(max_steps=1))
+    codebook = train_semantic_ids(unit_vectors(20, 8), zipf_popularity(20), tiny_dvae(), IdTrainingArguments(max_steps=2))
+    with pytest.raises(IdInputError, match="dimension mismatch: the model expects 8, got 5"):
+        codebook.encode(unit_vectors(3, 5))
+
+
+def test_train_ids_recipe_end_to_end(tmp_path, tiny_encoder_dir, isolated_cache):
+    import pandas as pd
+    from conftest import make_events
+
+    from sid4llm.data import PrepareDataArguments, prepare_dataset
+
+    pd.DataFrame(make_events(n_users=30, n_items=12), columns=["user_id", "item_id", "timestamp"]).to_csv(
+        tmp_path / "events.csv", index=False)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(12)], "title": [f"movie {i} drama" for i in range(12)]}).to_csv(
+        tmp_path / "items.csv", index=False)
+    data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(tmp_path / "data"), dataset=str(tmp_path / "events.csv"),
+                                                    item_file=str(tmp_path / "items.csv"), encoder=tiny_encoder_dir))
+    out = tmp_path / "ids"
+    cmd = [sys.executable, str(REPO / "recipes" / "train_ids.py"), "--config",
+           str(REPO / "recipes" / "configs" / "ids" / "varlen_dvae.yaml"), "--data_dir", str(data_dir),
+           "--output_dir", str(out), "--max_steps", "4", "--batch_size", "32", "--vocab_size", "8"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("recon_mse_uniform", "recon_mse_unigram", "recon_mse_at_length", "mean_length_uniform",
+                "mean_length_unigram", "length_histogram", "spearman_length_popularity", "codebook_usage",
+                "codebook_perplexity", "collision_rate_before_dedup", "unique_ids", "train_seconds"):
+        assert key in metrics, key
+    assert metrics["vocab_size"] == 8 and metrics["unique_ids"] == 1.0  # the flag overrode the YAML
+    assert (out / "length_vs_popularity.png").stat().st_size > 1000
+    codebook = SemanticIdCodebook.from_pretrained(out / "codebook")
+    assert len(codebook) == 12 and codebook.titles[0] == "movie 0 drama"
