@@ -75,6 +75,7 @@ def id_metrics(
         "median_popularity_by_length": median_pop,
         "spearman_length_popularity": spearman,
         "codebook_usage": usage,
+        "codebook_usage_overall": float(len(np.unique(np.concatenate([row[:k] for row, k in zip(codes, lengths)]))) / vocab_size),
         "codebook_perplexity": perplexity,
         "collision_rate_before_dedup": float(in_collision / n),
         "max_items_per_code": int(max(groups.values())),

@@ -25,6 +25,7 @@ class ReinforceConfig(IdMethodConfig):
     length_cost: float = field(default=0.01, metadata={"help": "Reward penalty per emitted token."})
     entropy_coef: float = field(default=0.01, metadata={"help": "Weight of the sender's entropy bonus."})
     baseline_momentum: float = field(default=0.99, metadata={"help": "Momentum of the moving-average reward baseline."})
+    normalize_advantage: bool = field(default=False, metadata={"help": "Divide advantages by their batch std (variance reduction)."})
     decoder_layers: int = field(default=2, metadata={"help": "Layers of the receiver."})
     stop_layers: int = field(default=1, metadata={"help": "Layers of the stop head."})
     heads: int = field(default=4, metadata={"help": "Attention heads."})
@@ -72,6 +73,8 @@ class ReinforceSenderReceiver(IdModel):
         final_error = errors.gather(1, (lengths - 1)[:, None]).squeeze(1)
         reward = -(final_error + cfg.length_cost * lengths.to(x.dtype)).detach()
         advantage = reward - self.baseline
+        if cfg.normalize_advantage and advantage.numel() > 1:
+            advantage = advantage / (advantage.std() + 1e-6)
         sender_log_prob = (log_p_codes * emitted).sum(1) + log_p_len
         sender_loss = -(advantage * sender_log_prob).mean()
         entropy_bonus = ((entropy * emitted).sum(1) + len_entropy).mean()

@@ -1,0 +1,142 @@
+"""Train every ID method on the same embeddings and print one comparison table (and write JSON).
+
+    python scripts/bench_ids.py --data_dir data/ml-1m                      # all four methods, their YAML configs
+    python scripts/bench_ids.py --data_dir data/ml-1m --epochs 1 --methods varlen_dvae,rqkmeans
+    python scripts/bench_ids.py --scaling_only                             # time vs catalogue size, synthetic
+
+Each method is configured by ``recipes/configs/ids/<method>.yaml`` (the files the recipe uses), so the table
+is what a user gets from ``recipes/train_ids.py`` with those configs. ``--scaling`` adds the time per epoch
+and encoding throughput as the number of items grows (synthetic unit vectors, Zipf popularity).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sid4llm.cli import parse_config_and_args, peek_option
+from sid4llm.data import PreparedData
+from sid4llm.ids import DVAEConfig, IdTrainingArguments, config_class, save_training_outputs, train_semantic_ids
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ids"
+METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]
+
+
+@dataclass
+class BenchArguments:
+    data_dir: str | None = field(default=None, metadata={"help": "Prepared dataset (scripts/prepare_data.py)."})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated config names under recipes/configs/ids/."})
+    epochs: float | None = field(default=None, metadata={"help": "Override every config's epochs."})
+    seed: int = field(default=0, metadata={"help": "Seed for every method."})
+    output_dir: str = field(default="outputs/bench_ids", metadata={"help": "Codebooks, plots and results.json go here."})
+    scaling: bool = field(default=False, metadata={"help": "Also time training and encoding vs catalogue size."})
+    scaling_only: bool = field(default=False, metadata={"help": "Only the scaling table (no dataset needed)."})
+    scaling_sizes: str = field(default="1000,10000,100000", metadata={"help": "Catalogue sizes for --scaling."})
+    scaling_steps: int = field(default=30, metadata={"help": "Training steps timed per size."})
+
+
+def load_method(name: str, overrides: list[str]):
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"error: no config {path}")
+    args = ["--config", str(path), *overrides]
+    method = peek_option("method", "dvae", args)
+    return parse_config_and_args([IdTrainingArguments, config_class(method)], args)
+
+
+def fmt(value, digits=3):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def compare(args: BenchArguments) -> list[dict]:
+    data = PreparedData.load(args.data_dir)
+    x, pop = data.item_embeddings(), data.item_popularity
+    rows = []
+    for name in args.methods.split(","):
+        overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        train_args, config = load_method(name, overrides)
+        print(f"== {name}: {config.to_dict()}", flush=True)
+        codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]), list(data.items["title"]))
+        save_training_outputs(codebook, Path(args.output_dir) / name)
+        m = codebook.metrics
+        rows.append({"method": name, "epochs": train_args.epochs if config.method != "rqkmeans" else None,
+                     **{k: v for k, v in m.items() if k != "history"}})
+    return rows
+
+
+def print_table(rows: list[dict]) -> str:
+    header = ["method", "mean len (uniform)", "mean len (unigram)", "recon (uniform)", "recon (unigram)",
+              "Spearman(len, pop)", "min usage", "perplexity@1", "collisions", "train s", "examples/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["method"], fmt(r["mean_length_uniform"], 2), fmt(r["mean_length_unigram"], 2),
+            fmt(r["recon_mse_uniform"]), fmt(r["recon_mse_unigram"]), fmt(r["spearman_length_popularity"]),
+            fmt(min(r["codebook_usage"]), 3), fmt(r["codebook_perplexity"][0], 1),
+            fmt(r["collision_rate_before_dedup"]), fmt(r["train_seconds"], 1), fmt(r["train_examples_per_second"], 0),
+        ]) + " |")
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+def scaling(args: BenchArguments) -> list[dict]:
+    """Seconds per training step and items/s at encode time, as the catalogue grows."""
+    rows = []
+    for n in (int(s) for s in args.scaling_sizes.split(",")):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n, 384)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        pop = np.maximum(1, 1e5 / (np.arange(n) + 1)).astype(np.int64)
+        train_args, config = load_method("varlen_dvae", ["--max_steps", str(args.scaling_steps)])
+        start = time.time()
+        codebook = train_semantic_ids(x, pop, config, train_args)
+        total = time.time() - start
+        step_seconds = codebook.metrics["train_seconds"] / args.scaling_steps
+        encode_seconds = total - codebook.metrics["train_seconds"]
+        row = {"n_items": n, "dvae_seconds_per_step": round(step_seconds, 4),
+               "dvae_train_examples_per_second": codebook.metrics["train_examples_per_second"],
+               "encode_and_metrics_seconds": round(encode_seconds, 2),
+               "encode_items_per_second": round(n / encode_seconds, 1)}
+        if n <= 100_000:
+            km_args, km_config = load_method("rqkmeans", ["--kmeans_iters", "20"])
+            start = time.time()
+            train_semantic_ids(x, pop, km_config, km_args)
+            row["rqkmeans_seconds_20_iters"] = round(time.time() - start, 2)
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(args: BenchArguments) -> None:
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+              "dvae_defaults": DVAEConfig().to_dict()}
+    if not args.scaling_only:
+        if not args.data_dir:
+            raise SystemExit("error: --data_dir is required (or pass --scaling_only)")
+        result["data_dir"] = args.data_dir
+        result["methods"] = compare(args)
+        result["table"] = print_table(result["methods"])
+    if args.scaling or args.scaling_only:
+        result["scaling"] = scaling(args)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"results written to {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    (bench_args,) = parse_config_and_args([BenchArguments])
+    main(bench_args)
