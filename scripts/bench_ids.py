@@ -23,7 +23,13 @@ import torch
 
 from sid4llm.cli import parse_config_and_args, peek_option
 from sid4llm.data import PreparedData
-from sid4llm.ids import DVAEConfig, IdTrainingArguments, config_class, save_training_outputs, train_semantic_ids
+from sid4llm.ids import (
+    DVAEConfig,
+    IdTrainingArguments,
+    config_class,
+    save_training_outputs,
+    train_semantic_ids,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ids"
 METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]

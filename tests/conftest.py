@@ -60,3 +60,66 @@ def isolated_cache(tmp_path, monkeypatch):
     """Point sid4llm's cache at a fresh folder for the duration of a test."""
     monkeypatch.setenv("SID4LLM_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> str:
+    """A 2-layer Llama and a byte-level BPE tokenizer with a ChatML template, saved as an HF folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [f"movie {i} drama comedy what is the id of the item which item has i liked these in order "
+              "what should i watch next answer with an item id you are a recommender" for i in range(40)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                         tie_word_embeddings=True, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                         bos_token_id=fast.bos_token_id)
+    path = tmp_path_factory.mktemp("tiny_lm")
+    LlamaForCausalLM(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
+    """A prepared dataset (30 users, 12 items with titles) and a variable-length codebook trained on it."""
+    import pandas as pd
+
+    from sid4llm.data import PrepareDataArguments, prepare_dataset
+    from sid4llm.ids import DVAEConfig, IdTrainingArguments, save_training_outputs, train_semantic_ids
+
+    root = tmp_path_factory.mktemp("tiny_prepared")
+    pd.DataFrame(make_events(n_users=30, n_items=12, per_user=8), columns=["user_id", "item_id", "timestamp"]).to_csv(
+        root / "events.csv", index=False)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(12)], "title": [f"movie {i} drama" for i in range(12)]}).to_csv(
+        root / "items.csv", index=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SID4LLM_CACHE", str(root / "cache"))
+        data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(root / "data"), dataset=str(root / "events.csv"),
+                                                        item_file=str(root / "items.csv"), encoder=tiny_encoder_dir))
+    from sid4llm.data import PreparedData
+
+    data = PreparedData.load(data_dir)
+    codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity,
+                                  DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
+                                  IdTrainingArguments(max_steps=20, batch_size=32), list(data.items["item_id"]),
+                                  list(data.items["title"]))
+    save_training_outputs(codebook, root / "ids", plot=False)
+    return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}

@@ -1,0 +1,190 @@
+"""Semantic IDs as tokens of any Hugging Face tokenizer.
+
+Every ID is written ``<|sid_begin|> <|sid_c1|> … <|sid_cn|> <|sid_end|>``: one token per code of the shared
+codebook (``<|sid_17|>``), one per disambiguation index (``<|sid_d2|>``), and the two markers. The end marker
+makes IDs prefix-free even when one item's codes are a prefix of another's. The tokens are ordinary (not
+"special") added tokens, so decoded text shows them and they survive ``skip_special_tokens``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .ids import SemanticIdCodebook
+
+BEGIN_TOKEN = "<|sid_begin|>"
+END_TOKEN = "<|sid_end|>"
+VOCAB_FILE = "sid_vocabulary.json"
+EMBEDDING_INIT_STRATEGIES = ("mean", "titles", "random")
+
+
+def code_token(k: int) -> str:
+    return f"<|sid_{k}|>"
+
+
+def disambiguation_token(k: int) -> str:
+    return f"<|sid_d{k}|>"
+
+
+def codebook_fingerprint(codebook: SemanticIdCodebook) -> str:
+    """Changes whenever any item's ID changes: ties a tokenizer/model to the codebook it was trained with."""
+    h = hashlib.sha256()
+    for item, seq in zip(codebook.item_ids, codebook.sequences):
+        h.update(f"{item}\x00{','.join(map(str, seq))}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class IdVocabulary:
+    """The mapping between a codebook's ID-token indices and a tokenizer's token ids."""
+
+    tokenizer: PreTrainedTokenizerBase
+    codebook: SemanticIdCodebook
+    begin_id: int
+    end_id: int
+    id_token_ids: list[int]  # ID-token index (codes, then disambiguation) → tokenizer id
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def extend(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook,
+               extra_disambiguation: int = 0) -> IdVocabulary:
+        """Add the ID tokens to ``tokenizer`` (in place; tokens already present are reused).
+
+        ``extra_disambiguation`` reserves more disambiguation tokens than the codebook uses now, so items added
+        later (cold start) can be written without growing the vocabulary."""
+        n_dis = codebook.num_disambiguation_tokens + extra_disambiguation
+        strings = [BEGIN_TOKEN, END_TOKEN] + [code_token(k) for k in range(codebook.vocab_size)] + \
+                  [disambiguation_token(k) for k in range(1, n_dis + 1)]
+        tokenizer.add_tokens([AddedToken(s, special=False, normalized=False, single_word=False) for s in strings])
+        ids = tokenizer.convert_tokens_to_ids(strings)
+        if any(i is None or i == tokenizer.unk_token_id for i in ids):
+            raise ValueError("the tokenizer did not accept the semantic-ID tokens")
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2:])
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook) -> IdVocabulary:
+        """Rebuild the mapping for a tokenizer that was extended and saved before."""
+        vocab = tokenizer.get_vocab()
+        n_dis = codebook.num_disambiguation_tokens
+        while disambiguation_token(n_dis + 1) in vocab:
+            n_dis += 1
+        strings = [BEGIN_TOKEN, END_TOKEN] + [code_token(k) for k in range(codebook.vocab_size)] + \
+                  [disambiguation_token(k) for k in range(1, n_dis + 1)]
+        missing = [s for s in strings if s not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks {len(missing)} semantic-ID tokens (e.g. {missing[:3]}); "
+                             "was it extended with this codebook?")
+        ids = [vocab[s] for s in strings]
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2:])
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def new_token_ids(self) -> list[int]:
+        """All token ids this vocabulary added (markers, codes, disambiguation)."""
+        return [self.begin_id, self.end_id, *self.id_token_ids]
+
+    @property
+    def code_token_ids(self) -> list[int]:
+        return self.id_token_ids[: self.codebook.vocab_size]
+
+    # ------------------------------------------------------------------ format / parse
+    def item_token_ids(self, item: int | str) -> list[int]:
+        """Token ids of one item's ID, markers included. ``item`` is a codebook index or an item id."""
+        index = item if isinstance(item, int) else self.codebook.index_of(item)
+        return [self.begin_id, *(self.id_token_ids[t] for t in self.codebook.sequences[index]), self.end_id]
+
+    def format_item(self, item: int | str) -> str:
+        return "".join(self.tokenizer.convert_ids_to_tokens(self.item_token_ids(item)))
+
+    def parse_token_ids(self, token_ids) -> list[int | None]:
+        """Every complete ``begin … end`` span in ``token_ids`` → the codebook index of its item (None when
+        the span is not a valid ID)."""
+        to_index = {tid: i for i, tid in enumerate(self.id_token_ids)}
+        out, span = [], None
+        for tid in (int(t) for t in token_ids):
+            if tid == self.begin_id:
+                span = []
+            elif tid == self.end_id and span is not None:
+                item = self.codebook.item_for(span)
+                out.append(None if item is None else self.codebook.index_of(item))
+                span = None
+            elif span is not None:
+                if tid in to_index:
+                    span.append(to_index[tid])
+                else:
+                    span = None  # a non-ID token inside a span: not an ID
+                    out.append(None)
+        return out
+
+    def parse(self, text: str) -> list[int | None]:
+        return self.parse_token_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        """Save the tokenizer and a small record that pins it to its codebook."""
+        directory = Path(directory)
+        self.tokenizer.save_pretrained(directory)
+        (directory / VOCAB_FILE).write_text(json.dumps({
+            "begin_token": BEGIN_TOKEN, "end_token": END_TOKEN, "begin_id": self.begin_id, "end_id": self.end_id,
+            "id_token_ids": self.id_token_ids, "codebook_fingerprint": codebook_fingerprint(self.codebook),
+        }, indent=1))
+
+    def check_matches(self, directory: str | Path) -> None:
+        record = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        if record["codebook_fingerprint"] != codebook_fingerprint(self.codebook):
+            raise ValueError(f"{directory}: the tokenizer was saved with a different codebook than the one loaded")
+
+
+# --------------------------------------------------------------------------------------------- embeddings
+
+
+@torch.no_grad()
+def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: str = "titles",
+                       noise_std: float = 0.01, seed: int = 0) -> None:
+    """Resize ``model`` to the extended tokenizer and initialise the new rows.
+
+    - ``mean``: the mean of the pretrained rows plus small noise (a neutral start that keeps logits sane);
+    - ``titles``: each code token starts at the mean embedding of the title tokens of the items that use the
+      code (so a code begins life near what it stands for); markers and disambiguation tokens get ``mean``;
+    - ``random``: N(0, initializer_range), what a plain resize would do.
+    """
+    if strategy not in EMBEDDING_INIT_STRATEGIES:
+        raise ValueError(f"embedding init strategy must be one of {EMBEDDING_INIT_STRATEGIES}, got {strategy!r}")
+    old_size = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(vocab.tokenizer), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(seed)
+    new_ids = torch.tensor(vocab.new_token_ids)
+    existing = emb[: min(old_size, int(new_ids.min()))]
+    mean, std = existing.mean(0), existing.std(0).mean()
+    noise = torch.randn(len(new_ids), emb.shape[1], generator=generator) * noise_std * std
+    if strategy == "random":
+        init_std = getattr(model.config, "initializer_range", 0.02)
+        emb[new_ids] = (torch.randn(len(new_ids), emb.shape[1], generator=generator) * init_std).to(emb.dtype)
+    else:
+        emb[new_ids] = (mean + noise).to(emb.dtype)
+    if strategy == "titles" and vocab.codebook.titles:
+        sums = torch.zeros(vocab.codebook.vocab_size, emb.shape[1])
+        counts = torch.zeros(vocab.codebook.vocab_size)
+        for title, codes in zip(vocab.codebook.titles, vocab.codebook.codes):
+            ids = vocab.tokenizer(title, add_special_tokens=False)["input_ids"] if title else []
+            if not ids:
+                continue
+            title_vec = emb[torch.tensor(ids)].float().mean(0)
+            for c in set(codes):
+                sums[c] += title_vec
+                counts[c] += 1
+        used = counts > 0
+        code_ids = torch.tensor(vocab.code_token_ids)
+        emb[code_ids[used]] = (sums[used] / counts[used, None] + noise[2 : 2 + len(code_ids)][used]).to(emb.dtype)
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != emb.data_ptr():  # untied head: new rows start at the mean
+        out_existing = output.weight[: existing.shape[0]]
+        output.weight[new_ids] = out_existing.mean(0).to(output.weight.dtype)
