@@ -109,7 +109,8 @@ def resolve_resume(training_args: TrainingArguments) -> str | None:
 
 
 def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
-                 training_args: TrainingArguments) -> SidRecommender:
+                 training_args: TrainingArguments, callbacks: list | None = None,
+                 data_collator=None) -> SidRecommender:
     if not data_args.data_dir or not data_args.codebook:
         raise ValueError("--data_dir and --codebook are required")
     set_seed(training_args.seed)
@@ -136,8 +137,8 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         model=model, args=training_args,
         train_dataset=train_ds.select_columns(columns),
         eval_dataset=eval_ds.select_columns(columns) if eval_ds is not None else None,
-        data_collator=DataCollatorForSeq2Seq(vocab.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
-        processing_class=vocab.tokenizer,
+        data_collator=data_collator or DataCollatorForSeq2Seq(vocab.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+        processing_class=vocab.tokenizer, callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_state()

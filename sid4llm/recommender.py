@@ -56,6 +56,86 @@ class SidRecommender:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    # ------------------------------------------------------------------ recommending
+    @property
+    def decoder(self):
+        from .generation import IdDecoder
+
+        if getattr(self, "_decoder", None) is None or len(self._decoder.vocab.codebook) != len(self.codebook):
+            self._decoder = IdDecoder.build(self.vocab, self.device)
+        return self._decoder
+
+    @property
+    def task_args(self):
+        from dataclasses import fields
+
+        from .tasks import TaskArguments
+
+        known = {f.name for f in fields(TaskArguments)}
+        return TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})
+
+    def _index(self, item) -> int:
+        return item if isinstance(item, int) else self.codebook.index_of(str(item))
+
+    def prompt_ids(self, history, style: str = "ids") -> list[int]:
+        """The prompt the model was trained with (history cut to its token budget), ending with the
+        begin-of-ID marker. ``style``: ``ids`` (sequential task) or ``titles`` (natural-language task)."""
+        from .tasks import ExampleBuilder, budget_history
+
+        args = self.task_args
+        builder = ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
+        items = budget_history([self._index(i) for i in history], self.vocab, args.history_token_budget,
+                               args.max_history_items)
+        prompt = builder.sequential_prompt(items) if style == "ids" else builder.natural_language_prompt(items)
+        return builder.prompt_ids(prompt) + [self.vocab.begin_id]
+
+    def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
+                  style: str = "ids", show_progress: bool = False) -> list[list[dict]]:
+        """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
+        ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID."""
+        from tqdm.auto import tqdm
+
+        from .generation import recommend_top_k
+
+        self.model.eval()
+        out = []
+        starts = range(0, len(histories), batch_size)
+        for start in tqdm(starts, desc="recommending", disable=not show_progress):
+            prompts = [self.prompt_ids(h, style) for h in histories[start : start + batch_size]]
+            for ranked in recommend_top_k(self.model, self.decoder, prompts, k, num_beams, self.tokenizer.pad_token_id):
+                out.append([{"item_id": self.codebook.item_ids[i],
+                             "title": self.codebook.titles[i] if self.codebook.titles else None,
+                             "index": i, "score": s} for i, s in ranked])
+        return out
+
+    @torch.no_grad()
+    def generate_ids(self, histories, num_beams: int = 10, constrained: bool = True, style: str = "ids") -> list[list[int | None]]:
+        """Beam search through ``model.generate`` (with :class:`TrieLogitsProcessor` when ``constrained``);
+        returns, per history, the codebook index of each returned beam (None for an invalid ID)."""
+        from transformers import LogitsProcessorList
+
+        from .generation import TrieLogitsProcessor
+
+        prompts = [self.prompt_ids(h, style) for h in histories]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        config = recommendation_generation_config(self.vocab, num_beams)
+        processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width - 1, "id")]) if constrained else None
+        # The prompt already holds the begin marker; the processor counts it as generated, so pass width - 1.
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                  logits_processor=processors)
+        out = out.reshape(len(prompts), num_beams, -1)
+        results = []
+        for rows in out:
+            parsed = []
+            for row in rows:
+                found = self.vocab.parse_token_ids(row[width - 1:].tolist())
+                parsed.append(found[0] if found else None)
+            results.append(parsed)
+        return results
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
         out = Path(save_directory)

@@ -1,0 +1,197 @@
+"""Decoding IDs that always name a real item.
+
+1. :class:`TrieLogitsProcessor` plugs into ``model.generate``: it masks every token that would leave the
+   trie, for all users × beams at once (tensor ops, no Python per beam). ``mode="id"`` makes the answer one
+   ID; ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
+   after the ID closes (chat).
+2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
+   trie with the KV cache that scores only the ID tokens' rows of the LM head (normalised over them), in
+   batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
+   the search stops as soon as no open beam can beat the K-th finished item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor
+
+from .tokenization import IdVocabulary
+from .trie import IdTrie
+
+
+@dataclass
+class IdDecoder:
+    """A trie over an :class:`IdVocabulary`, with tokens as *columns* of the ID-token head:
+    column ``j < C-1`` is ``vocab.id_token_ids[j]``, column ``C-1`` the end marker."""
+
+    vocab: IdVocabulary
+    trie: IdTrie
+    column_token_ids: torch.Tensor  # [C] tokenizer ids of the columns
+
+    @classmethod
+    def build(cls, vocab: IdVocabulary, device: str | torch.device = "cpu") -> IdDecoder:
+        end_column = len(vocab.id_token_ids)
+        trie = IdTrie.from_sequences(vocab.codebook.sequences, end_token=end_column, device=device)
+        columns = torch.tensor([*vocab.id_token_ids, vocab.end_id], dtype=torch.long, device=device)
+        return cls(vocab, trie, columns)
+
+    def to(self, device) -> IdDecoder:
+        return IdDecoder(self.vocab, self.trie.to(device), self.column_token_ids.to(device))
+
+    @property
+    def num_columns(self) -> int:
+        return len(self.column_token_ids)
+
+    def token_to_column(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokenizer ids → column index (-1 for tokens that are not ID tokens)."""
+        lookup = torch.full((int(self.column_token_ids.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
+        lookup[self.column_token_ids.to(tokens.device)] = torch.arange(self.num_columns, device=tokens.device)
+        inside = (tokens >= 0) & (tokens < len(lookup))
+        return torch.where(inside, lookup[tokens.clamp(0, len(lookup) - 1)], torch.full_like(tokens, -1))
+
+
+class TrieLogitsProcessor(LogitsProcessor):
+    """Constrain ``generate`` to valid IDs. ``prompt_length`` is the (left-padded) prompt width."""
+
+    def __init__(self, decoder: IdDecoder, prompt_length: int, mode: str = "id", eos_token_id: int | None = None):
+        if mode not in ("id", "mixed"):
+            raise ValueError("mode must be 'id' or 'mixed'")
+        self.decoder, self.prompt_length, self.mode = decoder, prompt_length, mode
+        vocab = decoder.vocab
+        self.begin_id, self.end_id = vocab.begin_id, vocab.end_id
+        self.eos_token_id = eos_token_id if eos_token_id is not None else vocab.tokenizer.eos_token_id
+        self.id_token_ids = torch.tensor(vocab.new_token_ids)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length:]
+        n, t = generated.shape
+        device = scores.device
+        dec = self.decoder
+        if dec.column_token_ids.device != device:
+            self.decoder = dec = dec.to(device)
+        is_begin = generated == self.begin_id
+        positions = torch.arange(t, device=device).expand(n, t)
+        last_begin = torch.where(is_begin, positions, torch.full_like(positions, -1)).max(1).values if t else \
+            torch.full((n,), -1, device=device, dtype=torch.long)
+        last_end = torch.where(generated == self.end_id, positions, torch.full_like(positions, -1)).max(1).values if t else \
+            torch.full((n,), -1, device=device, dtype=torch.long)
+        inside = last_begin > last_end  # an ID is open
+        # Walk the trie over the tokens written since the last begin marker.
+        span_valid = (positions > last_begin[:, None]) & inside[:, None]
+        columns = dec.token_to_column(generated)
+        nodes = dec.trie.walk(columns, span_valid) if t else torch.zeros(n, dtype=torch.long, device=device)
+        allowed_cols = dec.trie.allowed_mask(nodes, dec.num_columns)  # [n, C]
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        rows_in = inside.nonzero().squeeze(1)
+        if len(rows_in):
+            cols = allowed_cols[rows_in]
+            r, c = cols.nonzero(as_tuple=True)
+            mask[rows_in[r], dec.column_token_ids[c]] = True
+        outside = ~inside
+        if self.mode == "id":
+            done = outside & (last_end >= 0)
+            opening = outside & (last_end < 0)
+            mask[opening, self.begin_id] = True  # the answer is exactly one ID: open it ...
+            if self.eos_token_id is not None:
+                mask[done, self.eos_token_id] = True  # ... and stop once it is closed
+        else:  # free text outside IDs, but ID tokens only inside an opened ID
+            free = torch.ones(scores.shape[1], dtype=torch.bool, device=device)
+            free[self.id_token_ids.to(device)] = False
+            free[self.begin_id] = True
+            mask[outside] = free
+        return scores.masked_fill(~mask, float("-inf"))
+
+
+# --------------------------------------------------------------------------------------------- fast top-K
+
+
+def _backbone(model):
+    """The transformer under the LM head (works through a PEFT wrapper, whose LoRA layers live inside it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, base.base_model_prefix)
+
+
+def id_head_rows(model, column_token_ids: torch.Tensor) -> torch.Tensor:
+    """The LM-head rows of the ID tokens (through PEFT trainable-token wrappers)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "tie_word_embeddings", False) or getattr(base.config.get_text_config(), "tie_word_embeddings", False):
+        return model.get_input_embeddings()(column_token_ids)
+    head = base.get_output_embeddings()
+    weight = head.weight if hasattr(head, "weight") else head.base_layer.weight
+    return weight[column_token_ids]
+
+
+@torch.no_grad()
+def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int = 10, num_beams: int | None = None,
+                    pad_token_id: int = 0) -> list[list[tuple[int, float]]]:
+    """Top-``k`` (codebook index, summed log-prob) per prompt. Each prompt must end with the begin marker."""
+    num_beams = max(num_beams or k, k)
+    device = next(model.parameters()).device
+    dec = decoder if decoder.column_token_ids.device == device else decoder.to(device)
+    trie, C = dec.trie, dec.num_columns
+    B = len(prompts)
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((B, width), pad_token_id, dtype=torch.long, device=device)
+    attention = torch.zeros((B, width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attention[i, width - len(p):] = 1
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    backbone = _backbone(model)
+    out = backbone(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    head = id_head_rows(model, dec.column_token_ids)  # [C, H]
+
+    # First expansion: from the root, each user keeps its best `num_beams` first tokens.
+    logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
+    root = torch.zeros(B, dtype=torch.long, device=device)
+    logp = logp.masked_fill(~trie.allowed_mask(root, C), float("-inf"))
+    beams = num_beams
+    first = min(beams, C)
+    scores = torch.full((B, beams), float("-inf"), device=device)
+    cols = torch.zeros((B, beams), dtype=torch.long, device=device)
+    scores[:, :first], cols[:, :first] = logp.topk(first, dim=1)  # beams past `first` start empty (-inf)
+    nodes = trie.step(root.repeat_interleave(beams), cols.reshape(-1))
+    scores = scores.reshape(-1)
+    cache.batch_repeat_interleave(beams)
+    attention = attention.repeat_interleave(beams, 0)
+    next_position = positions[:, -1].repeat_interleave(beams) + 1
+    finished: list[list[tuple[float, int]]] = [[] for _ in range(B)]
+    last_cols = cols.reshape(-1)
+
+    for _ in range(trie.max_depth):
+        items = trie.items_of(nodes)
+        for flat in (items >= 0).nonzero().squeeze(1).tolist():
+            if scores[flat] > float("-inf"):
+                finished[flat // beams].append((float(scores[flat]), int(items[flat])))
+        scores = torch.where(items >= 0, torch.full_like(scores, float("-inf")), scores)
+        # Stop when no open beam can beat the k-th finished item of its user (log-probs only decrease).
+        best_open = scores.reshape(B, beams).max(1).values
+        kth = torch.tensor([sorted(f, reverse=True)[k - 1][0] if len(f) >= k else float("-inf") for f in finished],
+                           device=device)
+        if bool(((best_open == float("-inf")) | (best_open <= kth)).all()):
+            break
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
+        out = backbone(input_ids=dec.column_token_ids[last_cols][:, None], attention_mask=attention,
+                       position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        next_position = next_position + 1
+        logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
+        logp = logp.masked_fill(~trie.allowed_mask(nodes, C), float("-inf"))
+        candidates = (scores[:, None] + logp).reshape(B, beams * C)
+        scores, flat_idx = candidates.topk(beams, dim=1)
+        parent = (flat_idx // C) + torch.arange(B, device=device)[:, None] * beams
+        last_cols = (flat_idx % C).reshape(-1)
+        parent = parent.reshape(-1)
+        scores = scores.reshape(-1)
+        cache.reorder_cache(parent)
+        attention = attention[parent]
+        next_position = next_position[parent]
+        nodes = trie.step(nodes[parent], last_cols)
+    results = []
+    for f in finished:
+        best = sorted(f, key=lambda s: (-s[0], s[1]))[:k]
+        results.append([(item, score) for score, item in best])
+    return results
