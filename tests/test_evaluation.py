@@ -1,0 +1,75 @@
+"""Recommendation metrics on hand-computed examples, the evaluate module, and the evaluation recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import TrainingArguments
+
+from sid4llm.evaluation import head_items, load_metric, most_popular_rankings, ranking_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_recall_ndcg_and_coverage_by_hand():
+    ranked = [[3, 1, 4], [5, 9, 2], [7, 0, 6]]
+    targets = [1, 8, 7]
+    m = ranking_metrics(ranked, targets, n_items=10, ks=[1, 3])
+    assert m["recall@1"] == pytest.approx(1 / 3)  # user 3 hits at rank 1
+    assert m["recall@3"] == pytest.approx(2 / 3)  # user 1 at rank 2 too
+    assert m["ndcg@3"] == pytest.approx((1 / math.log2(3) + 1.0) / 3)
+    assert m["coverage@1"] == pytest.approx(3 / 10) and m["coverage@3"] == pytest.approx(9 / 10)
+
+
+def test_head_and_tail_recall_split_users_by_target_popularity():
+    popularity = np.array([100, 50, 1, 1, 1, 1, 1, 1, 1, 1])
+    assert head_items(popularity, 0.2).tolist() == [True, True] + [False] * 8
+    m = ranking_metrics([[0], [5], [2]], [0, 6, 2], 10, ks=[1], popularity=popularity)
+    assert m["head_recall@1"] == 1.0 and m["tail_recall@1"] == 0.5
+
+
+def test_mean_recommended_id_length():
+    m = ranking_metrics([[0, 1], [1, 2]], [0, 0], 3, ks=[1, 2], id_lengths=np.array([1, 3, 5]))
+    assert m["mean_recommended_id_length@1"] == 2.0 and m["mean_recommended_id_length@2"] == 3.0  # lengths 1, 3, 3, 5
+
+
+def test_most_popular_floor_ranks_by_train_counts():
+    assert most_popular_rankings(np.array([5, 9, 1, 9]), 2, 3) == [[1, 3, 0], [1, 3, 0]]
+
+
+def test_evaluate_module_loads_offline_and_agrees():
+    metric = load_metric()
+    ranked, targets = [[3, 1, 4], [5, 9, 2]], [1, 7]
+    out = metric.compute(predictions=ranked, references=targets, num_items=10, k_values=[1, 3])
+    assert out == ranking_metrics(ranked, targets, 10, [1, 3])
+
+
+def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
+    from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.tasks import TaskArguments
+
+    out = tmp_path / "rec"
+    run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4),
+                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
+                 TaskArguments(windows_per_user=1, history_token_budget=30),
+                 TrainingArguments(output_dir=str(out), max_steps=2, report_to="none", use_cpu=True, save_steps=100,
+                                   disable_tqdm=True))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "evaluate.py"),
+           "--model", str(out), "--data_dir", tiny_prepared["data_dir"], "--split", "test",
+           "--output", str(tmp_path / "metrics.json"), "--k", "1,5", "--invalid_rate_users", "8"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    model = metrics["model"]
+    assert model["n_users"] == 30 and model["invalid_rate_constrained"] == 0.0
+    assert 0.0 <= model["invalid_rate_unconstrained"] <= 1.0
+    assert 0 < model["coverage@5"] <= 1 and metrics["most_popular"]["distinct_items@5"] == 5
+    assert "| most_popular |" in result.stdout
