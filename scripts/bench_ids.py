@@ -76,8 +76,8 @@ def compare(args: BenchArguments) -> list[dict]:
         codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]), list(data.items["title"]))
         save_training_outputs(codebook, Path(args.output_dir) / name)
         m = codebook.metrics
-        rows.append({"method": name, "epochs": train_args.epochs if config.method != "rqkmeans" else None,
-                     **{k: v for k, v in m.items() if k != "history"}})
+        rows.append({**{k: v for k, v in m.items() if k != "history"}, "id_method": m["method"], "method": name,
+                     "epochs": train_args.epochs if config.method != "rqkmeans" else None})
     return rows
 
 

@@ -155,17 +155,20 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     scores[:, :first], cols[:, :first] = logp.topk(first, dim=1)  # beams past `first` start empty (-inf)
     nodes = trie.step(root.repeat_interleave(beams), cols.reshape(-1))
     scores = scores.reshape(-1)
+    # Beams never move to another user, so every beam's prompt cache stays valid: expand it once, and at each
+    # step feed the beam's whole ID prefix (a few tokens) then crop the cache back to the prompt. No per-step
+    # cache reordering, which costs more than the tiny ID-prefix recompute.
     cache.batch_repeat_interleave(beams)
-    attention = attention.repeat_interleave(beams, 0)
-    next_position = positions[:, -1].repeat_interleave(beams) + 1
+    prompt_attention = attention.repeat_interleave(beams, 0)
+    first_position = positions[:, -1].repeat_interleave(beams) + 1
+    prefix = cols.reshape(-1, 1)  # [B*beams, depth] columns written so far
     finished: list[list[tuple[float, int]]] = [[] for _ in range(B)]
-    last_cols = cols.reshape(-1)
 
     for _ in range(trie.max_depth):
         items = trie.items_of(nodes)
-        for flat in (items >= 0).nonzero().squeeze(1).tolist():
-            if scores[flat] > float("-inf"):
-                finished[flat // beams].append((float(scores[flat]), int(items[flat])))
+        done = (items >= 0) & (scores > float("-inf"))
+        for flat, item, score in zip(done.nonzero().squeeze(1).tolist(), items[done].tolist(), scores[done].tolist()):
+            finished[flat // beams].append((score, item))
         scores = torch.where(items >= 0, torch.full_like(scores, float("-inf")), scores)
         # Stop when no open beam can beat the k-th finished item of its user (log-probs only decrease).
         best_open = scores.reshape(B, beams).max(1).values
@@ -173,23 +176,24 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
                            device=device)
         if bool(((best_open == float("-inf")) | (best_open <= kth)).all()):
             break
-        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
-        out = backbone(input_ids=dec.column_token_ids[last_cols][:, None], attention_mask=attention,
-                       position_ids=next_position[:, None], past_key_values=cache, use_cache=True)
+        depth = prefix.shape[1]
+        extra = cache.get_seq_length() - width
+        if extra > 0:
+            cache.crop(-extra)  # negative: remove that many tokens (the form every transformers version accepts)
+        out = backbone(input_ids=dec.column_token_ids[prefix],
+                       attention_mask=torch.cat([prompt_attention, torch.ones_like(prefix)], 1),
+                       position_ids=first_position[:, None] + torch.arange(depth, device=device),
+                       past_key_values=cache, use_cache=True)
         cache = out.past_key_values
-        next_position = next_position + 1
         logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
         logp = logp.masked_fill(~trie.allowed_mask(nodes, C), float("-inf"))
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)
-        parent = (flat_idx // C) + torch.arange(B, device=device)[:, None] * beams
-        last_cols = (flat_idx % C).reshape(-1)
-        parent = parent.reshape(-1)
+        parent = ((flat_idx // C) + torch.arange(B, device=device)[:, None] * beams).reshape(-1)
+        new_cols = (flat_idx % C).reshape(-1)
         scores = scores.reshape(-1)
-        cache.reorder_cache(parent)
-        attention = attention[parent]
-        next_position = next_position[parent]
-        nodes = trie.step(nodes[parent], last_cols)
+        prefix = torch.cat([prefix[parent], new_cols[:, None]], 1)
+        nodes = trie.step(nodes[parent], new_cols)
     results = []
     for f in finished:
         best = sorted(f, key=lambda s: (-s[0], s[1]))[:k]

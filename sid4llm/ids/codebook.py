@@ -64,7 +64,9 @@ class SemanticIdCodebook:
         self._index = {item: i for i, item in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise IdInputError("item ids must be unique")
-        self._by_sequence = {seq: i for i, seq in enumerate(self.sequences)}
+        V = config.vocab_size
+        self._sequences = [seq + ((V + int(d) - 1,) if d else ()) for seq, d in zip(self.codes, self.disambiguation)]
+        self._by_sequence = {seq: i for i, seq in enumerate(self._sequences)}
         if len(self._by_sequence) != len(self.item_ids):
             raise IdInputError("two items share one ID; build codebooks with SemanticIdCodebook.from_codes")
 
@@ -104,8 +106,7 @@ class SemanticIdCodebook:
     @property
     def sequences(self) -> list[tuple[int, ...]]:
         """Every item's ID as ID-token indices (codes, then a disambiguation token if it has one)."""
-        V = self.vocab_size
-        return [seq + ((V + int(d) - 1,) if d else ()) for seq, d in zip(self.codes, self.disambiguation)]
+        return self._sequences
 
     @property
     def code_lengths(self) -> np.ndarray:
@@ -163,6 +164,7 @@ class SemanticIdCodebook:
             self.item_ids.append(str(item))
             self._index[str(item)] = len(self.item_ids) - 1
             new_ids.append(seq + ((self.vocab_size + d - 1,) if d else ()))
+            self._sequences.append(new_ids[-1])
             self._by_sequence[new_ids[-1]] = len(self.item_ids) - 1
         if self.titles is not None:
             self.titles.extend(titles if titles is not None else [""] * len(item_ids))
