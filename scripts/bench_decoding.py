@@ -115,7 +115,6 @@ def main(args: DecodingBenchArguments) -> dict:
     histories = [rng.integers(0, n, size=rng.integers(3, 30)).tolist() for _ in range(args.queries)]
     trie = python_trie(rec)
     end_id, eos = rec.vocab.end_id, rec.tokenizer.eos_token_id
-    all_ids = list(range(len(rec.tokenizer)))
 
     def prefix_fn_factory(width):
         def allowed(batch_id, input_ids):
