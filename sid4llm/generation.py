@@ -5,8 +5,8 @@
    ID; ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
    after the ID closes (chat).
 2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
-   trie with the KV cache that scores only the ID tokens' rows of the LM head (normalised over them), in
-   batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
+   trie that reuses the prompt's KV cache (tree attention: all beams of a user in one sequence) and scores
+   only the ID tokens' rows of the LM head (normalised over them), in batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
    the search stops as soon as no open beam can beat the K-th finished item.
 """
 
@@ -155,12 +155,13 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     scores[:, :first], cols[:, :first] = logp.topk(first, dim=1)  # beams past `first` start empty (-inf)
     nodes = trie.step(root.repeat_interleave(beams), cols.reshape(-1))
     scores = scores.reshape(-1)
-    # Beams never move to another user, so every beam's prompt cache stays valid: expand it once, and at each
-    # step feed the beam's whole ID prefix (a few tokens) then crop the cache back to the prompt. No per-step
-    # cache reordering, which costs more than the tiny ID-prefix recompute.
-    cache.batch_repeat_interleave(beams)
-    prompt_attention = attention.repeat_interleave(beams, 0)
-    first_position = positions[:, -1].repeat_interleave(beams) + 1
+    # Tree attention: all beams of a user are fed as one sequence against that user's prompt cache, with a
+    # mask that lets each beam's tokens see the prompt and their own ID prefix only. The prompt cache is never
+    # copied per beam or reordered; it is cropped back to the prompt after every step.
+    first_position = positions[:, -1] + 1  # [B]
+    dtype = out.last_hidden_state.dtype
+    blocked = torch.finfo(dtype).min
+    prompt_mask = torch.where(attention.bool(), 0.0, blocked).to(dtype)  # [B, W]
     prefix = cols.reshape(-1, 1)  # [B*beams, depth] columns written so far
     finished: list[list[tuple[float, int]]] = [[] for _ in range(B)]
 
@@ -177,15 +178,21 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
         if bool(((best_open == float("-inf")) | (best_open <= kth)).all()):
             break
         depth = prefix.shape[1]
+        n_new = beams * depth
+        beam_of = torch.arange(n_new, device=device) // depth
+        step_of = torch.arange(n_new, device=device) % depth
+        visible = (beam_of[:, None] == beam_of[None, :]) & (step_of[None, :] <= step_of[:, None])  # [n_new, n_new]
+        tree_mask = torch.where(visible, 0.0, blocked).to(dtype)
+        mask = torch.cat([prompt_mask[:, None, None, :].expand(B, 1, n_new, width),
+                          tree_mask[None, None].expand(B, 1, n_new, n_new)], dim=-1)
+        out = backbone(input_ids=dec.column_token_ids[prefix].reshape(B, n_new), attention_mask=mask,
+                       position_ids=first_position[:, None] + step_of[None, :], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
         extra = cache.get_seq_length() - width
         if extra > 0:
             cache.crop(-extra)  # negative: remove that many tokens (the form every transformers version accepts)
-        out = backbone(input_ids=dec.column_token_ids[prefix],
-                       attention_mask=torch.cat([prompt_attention, torch.ones_like(prefix)], 1),
-                       position_ids=first_position[:, None] + torch.arange(depth, device=device),
-                       past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
+        last = out.last_hidden_state.reshape(B, beams, depth, -1)[:, :, -1].reshape(B * beams, -1)
+        logp = torch.log_softmax(last @ head.T, dim=-1)
         logp = logp.masked_fill(~trie.allowed_mask(nodes, C), float("-inf"))
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)

@@ -109,6 +109,31 @@ class SidRecommender:
         return out
 
     @torch.no_grad()
+    def generate_text(self, messages: list[dict], max_new_tokens: int = 64, num_beams: int = 1,
+                      logits_processors: list | None = None) -> dict:
+        """Free text with trie-constrained ID spans (mixed mode): the model may write prose, and every ID it
+        opens is forced to be a real item. Returns ``{"text", "raw", "items"}`` with IDs shown as titles."""
+        from transformers import LogitsProcessorList
+
+        from .generation import TrieLogitsProcessor
+
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            prompt = "\n".join(m["content"] for m in messages) + "\n"
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
+        config = recommendation_generation_config(self.vocab, num_beams)
+        config.num_return_sequences = 1
+        config.max_new_tokens = max_new_tokens
+        config.eos_token_id = self.tokenizer.eos_token_id
+        processor = TrieLogitsProcessor(self.decoder, ids.shape[1], "mixed")
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                                  logits_processor=LogitsProcessorList([*(logits_processors or []), processor]))
+        new_tokens = out[0, ids.shape[1]:].tolist()
+        text, items = self.vocab.render(new_tokens)
+        return {"text": text.strip(), "raw": self.tokenizer.decode(new_tokens), "items": items}
+
+    @torch.no_grad()
     def generate_ids(self, histories, num_beams: int = 10, constrained: bool = True, style: str = "ids") -> list[list[int | None]]:
         """Beam search through ``model.generate`` (with :class:`TrieLogitsProcessor` when ``constrained``);
         returns, per history, the codebook index of each returned beam (None for an invalid ID)."""

@@ -126,6 +126,35 @@ class IdVocabulary:
     def parse(self, text: str) -> list[int | None]:
         return self.parse_token_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def render(self, token_ids, template: str = "{title}") -> tuple[str, list[int | None]]:
+        """Decode ``token_ids`` with every ID span replaced by its item (``template`` over ``title``,
+        ``item_id``); an invalid span reads ``[unknown item]``. Returns the text and the items in order."""
+        titles = self.codebook.titles or self.codebook.item_ids
+        pieces: list[str] = []
+        items: list[int | None] = []
+        text_run: list[int] = []
+        span: list[int] | None = None
+        for tid in (int(t) for t in token_ids):
+            if tid == self.begin_id:
+                pieces.append(self.tokenizer.decode(text_run, skip_special_tokens=True))
+                text_run, span = [], []
+            elif span is not None and tid == self.end_id:
+                found = self.parse_token_ids([self.begin_id, *span, self.end_id])
+                item = found[0] if found else None
+                items.append(item)
+                pieces.append("[unknown item]" if item is None else
+                              template.format(title=titles[item], item_id=self.codebook.item_ids[item]))
+                span = None
+            elif span is not None:
+                span.append(tid)
+            else:
+                text_run.append(tid)
+        pieces.append(self.tokenizer.decode(text_run, skip_special_tokens=True))
+        if span is not None:  # an ID left open at the end
+            items.append(None)
+            pieces.append("[unknown item]")
+        return "".join(pieces), items
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
         """Save the tokenizer and a small record that pins it to its codebook."""

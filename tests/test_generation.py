@@ -122,3 +122,33 @@ def test_mixed_mode_writes_free_text_and_constrains_inside_ids(tiny_lm_dir):
     assert not (set(vocab.id_token_ids) & allowed[0])
     first_tokens = {vocab.id_token_ids[seq[0]] for seq in rec.codebook.sequences}
     assert allowed[2] == first_tokens
+
+
+def test_rendering_replaces_id_spans_with_titles(tiny_lm_dir):
+    rec = recommender_for(tiny_lm_dir, random_codebook(10, 4, 2, seed=0))
+    vocab = rec.vocab
+    word = rec.tokenizer("movie", add_special_tokens=False)["input_ids"]
+    tokens = word + vocab.item_token_ids(3) + word + [vocab.begin_id, vocab.id_token_ids[0], vocab.end_id]
+    text, items = vocab.render(tokens)
+    valid_zero = rec.codebook.item_for((0,))
+    assert items[0] == 3 and "movie 3" in text
+    assert (items[1] is None) == (valid_zero is None)
+    assert text.startswith("movie") and vocab.format_item(3) not in text
+
+
+def test_mixed_mode_generation_only_ever_names_real_items(tiny_lm_dir):
+    rec = recommender_for(tiny_lm_dir, random_codebook(10, 4, 2, seed=0))
+    begin = rec.vocab.begin_id
+
+    def open_ids_often(input_ids, scores):  # an untrained model rarely opens an ID by itself
+        if input_ids.shape[1] % 5 == 0:
+            scores[:, begin] += 100.0
+        return scores
+
+    out = rec.generate_text([{"role": "user", "content": "movie"}], max_new_tokens=40,
+                            logits_processors=[open_ids_often])
+    complete = out["items"][:-1] if out["raw"].rstrip().endswith(tuple(rec.tokenizer.convert_ids_to_tokens(
+        rec.vocab.id_token_ids + [begin]))) else out["items"]
+    assert len(out["items"]) >= 3
+    assert all(i is not None for i in complete)  # every closed ID is a real item
+    assert "<|sid_" not in out["text"]
