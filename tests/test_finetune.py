@@ -199,3 +199,22 @@ def test_a_few_lora_steps_on_the_real_smollm2(tmp_path, tiny_prepared):
     rec = run_finetune(model_args, data_args, task_args, training_args)
     assert rec.config["metrics"]["train_loss"] > 0
     assert rec.model.get_base_model().config.hidden_size == 576
+
+
+def test_answer_only_logits_give_the_same_loss_as_full_logits(tiny_lm_dir, vocab, tiny_prepared):
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from sid4llm.finetuning import AnswerLossTrainer
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    args = TaskArguments(windows_per_user=1)
+    ds = tokenize_examples(build_task_examples(data, vocab, args, "train"), vocab, args, list(data.items["title"]))
+    vocab.tokenizer.padding_side = "left"
+    collator = DataCollatorForSeq2Seq(vocab.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    batch = collator([{k: ds[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(0, 60, 7)])
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    init_id_embeddings(model, vocab, "mean")
+    trainer = AnswerLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True))
+    ours = trainer.compute_loss(model, dict(batch))
+    reference = model(**batch).loss
+    torch.testing.assert_close(ours, reference)
