@@ -5,7 +5,8 @@
    ID; ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
    after the ID closes (chat).
 2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
-   trie that reuses the prompt's KV cache (tree attention: all beams of a user in one sequence) and scores
+   trie that reuses the prompt's KV cache (tree attention: one new token per beam per step, all beams of a
+   user in one sequence) and scores
    only the ID tokens' rows of the LM head (normalised over them), in batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
    the search stops as soon as no open beam can beat the K-th finished item.
 """
@@ -155,17 +156,21 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     scores[:, :first], cols[:, :first] = logp.topk(first, dim=1)  # beams past `first` start empty (-inf)
     nodes = trie.step(root.repeat_interleave(beams), cols.reshape(-1))
     scores = scores.reshape(-1)
-    # Tree attention: all beams of a user are fed as one sequence against that user's prompt cache, with a
-    # mask that lets each beam's tokens see the prompt and their own ID prefix only. The prompt cache is never
-    # copied per beam or reordered; it is cropped back to the prompt after every step.
+    # Tree attention with a growing tree cache: each step feeds one new token per beam, all beams of a user as
+    # one sequence, appended to that user's cache (prompt + every token fed so far). A beam's token attends to
+    # the prompt and to the cached tokens of its own ancestors only, so the prompt cache is never copied per
+    # beam or reordered and no token is computed twice.
     first_position = positions[:, -1] + 1  # [B]
     dtype = out.last_hidden_state.dtype
     blocked = torch.finfo(dtype).min
     prompt_mask = torch.where(attention.bool(), 0.0, blocked).to(dtype)  # [B, W]
-    prefix = cols.reshape(-1, 1)  # [B*beams, depth] columns written so far
+    last_cols = cols.reshape(-1)  # the token each beam chose last, not yet fed to the model
+    ancestors = torch.empty((B * beams, 0), dtype=torch.long, device=device)  # tree-cache slots of fed tokens
+    user_of = torch.arange(B, device=device).repeat_interleave(beams)
+    fed = 0  # tree tokens in the cache (per user)
     finished: list[list[tuple[float, int]]] = [[] for _ in range(B)]
 
-    for _ in range(trie.max_depth):
+    for depth in range(trie.max_depth):
         items = trie.items_of(nodes)
         done = (items >= 0) & (scores > float("-inf"))
         for flat, item, score in zip(done.nonzero().squeeze(1).tolist(), items[done].tolist(), scores[done].tolist()):
@@ -177,30 +182,25 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
                            device=device)
         if bool(((best_open == float("-inf")) | (best_open <= kth)).all()):
             break
-        depth = prefix.shape[1]
-        n_new = beams * depth
-        beam_of = torch.arange(n_new, device=device) // depth
-        step_of = torch.arange(n_new, device=device) % depth
-        visible = (beam_of[:, None] == beam_of[None, :]) & (step_of[None, :] <= step_of[:, None])  # [n_new, n_new]
-        tree_mask = torch.where(visible, 0.0, blocked).to(dtype)
-        mask = torch.cat([prompt_mask[:, None, None, :].expand(B, 1, n_new, width),
-                          tree_mask[None, None].expand(B, 1, n_new, n_new)], dim=-1)
-        out = backbone(input_ids=dec.column_token_ids[prefix].reshape(B, n_new), attention_mask=mask,
-                       position_ids=first_position[:, None] + step_of[None, :], past_key_values=cache, use_cache=True)
+        own = fed + torch.arange(beams, device=device).repeat(B)  # this step's slot of each beam
+        visible = torch.cat([ancestors, own[:, None]], 1)  # [B*beams, depth + 1]
+        tree_mask = torch.full((B * beams, fed + beams), blocked, dtype=dtype, device=device)
+        tree_mask.scatter_(1, visible, 0.0)
+        mask = torch.cat([prompt_mask[user_of], tree_mask], 1).reshape(B, 1, beams, width + fed + beams)
+        out = backbone(input_ids=dec.column_token_ids[last_cols].reshape(B, beams), attention_mask=mask,
+                       position_ids=(first_position + depth)[:, None].expand(B, beams), past_key_values=cache,
+                       use_cache=True)
         cache = out.past_key_values
-        extra = cache.get_seq_length() - width
-        if extra > 0:
-            cache.crop(-extra)  # negative: remove that many tokens (the form every transformers version accepts)
-        last = out.last_hidden_state.reshape(B, beams, depth, -1)[:, :, -1].reshape(B * beams, -1)
-        logp = torch.log_softmax(last @ head.T, dim=-1)
+        fed += beams
+        logp = torch.log_softmax(out.last_hidden_state.reshape(B * beams, -1) @ head.T, dim=-1)
         logp = logp.masked_fill(~trie.allowed_mask(nodes, C), float("-inf"))
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)
         parent = ((flat_idx // C) + torch.arange(B, device=device)[:, None] * beams).reshape(-1)
-        new_cols = (flat_idx % C).reshape(-1)
+        last_cols = (flat_idx % C).reshape(-1)
         scores = scores.reshape(-1)
-        prefix = torch.cat([prefix[parent], new_cols[:, None]], 1)
-        nodes = trie.step(nodes[parent], new_cols)
+        ancestors = visible[parent]
+        nodes = trie.step(nodes[parent], last_cols)
     results = []
     for f in finished:
         best = sorted(f, key=lambda s: (-s[0], s[1]))[:k]
