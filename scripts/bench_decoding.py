@@ -3,7 +3,8 @@
     python scripts/bench_decoding.py                                  # small random model, default-size catalogue
     python scripts/bench_decoding.py --model outputs/quickstart/recommender --json outputs/bench_decoding.json
 
-Rows: our fast ``recommend`` (KV cache, ID-token rows of the head only), our ``TrieLogitsProcessor`` inside
+Every method gets the same prompts, beams and length-sorted batches. Rows: our fast ``recommend`` (KV cache,
+tree attention, ID-token rows of the head only), our ``TrieLogitsProcessor`` inside
 ``model.generate``, HF ``generate(prefix_allowed_tokens_fn=...)`` over a Python dict trie (the usual recipe),
 and unconstrained beam search. Prints queries/s and per-query latency; ``--json`` also records
 ``speedup_vs_prefix_allowed_tokens_fn`` (their time / ours), ``overhead_vs_unconstrained`` (ours /
@@ -84,10 +85,14 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def generate_batches(rec: SidRecommender, histories, args, processor_factory=None, prefix_fn_factory=None):
-    """Beam search with ``model.generate`` over batches; returns the parsed top beam per user."""
-    results = []
-    for start in range(0, len(histories), args.batch_size):
-        prompts = [rec.prompt_ids(h) for h in histories[start : start + args.batch_size]]
+    """Beam search with ``model.generate`` over batches; returns the parsed top beam per user. Users are
+    batched by prompt length, as ``recommend`` does, so every method pads the same way."""
+    all_prompts = [rec.prompt_ids(h) for h in histories]
+    order = sorted(range(len(all_prompts)), key=lambda i: len(all_prompts[i]))
+    results = [None] * len(histories)
+    for start in range(0, len(order), args.batch_size):
+        batch = order[start : start + args.batch_size]
+        prompts = [all_prompts[i] for i in batch]
         width = max(len(p) for p in prompts)
         pad = rec.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -101,9 +106,9 @@ def generate_batches(rec: SidRecommender, histories, args, processor_factory=Non
         with torch.no_grad():
             out = rec.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **kwargs)
         out = out.reshape(len(prompts), args.num_beams, -1)
-        for rows in out:
+        for user, rows in zip(batch, out):
             found = rec.vocab.parse_token_ids(rows[0, width - 1:].tolist())
-            results.append(found[0] if found else None)
+            results[user] = found[0] if found else None
     return results
 
 

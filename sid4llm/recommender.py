@@ -98,15 +98,19 @@ class SidRecommender:
         from .generation import recommend_top_k
 
         self.model.eval()
-        out = []
-        starts = range(0, len(histories), batch_size)
+        prompts = [self.prompt_ids(h, style) for h in histories]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
+        ranked_by_user: list[list[dict]] = [[] for _ in prompts]
+        starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc="recommending", disable=not show_progress):
-            prompts = [self.prompt_ids(h, style) for h in histories[start : start + batch_size]]
-            for ranked in recommend_top_k(self.model, self.decoder, prompts, k, num_beams, self.tokenizer.pad_token_id):
-                out.append([{"item_id": self.codebook.item_ids[i],
-                             "title": self.codebook.titles[i] if self.codebook.titles else None,
-                             "index": i, "score": s} for i, s in ranked])
-        return out
+            batch = order[start : start + batch_size]
+            results = recommend_top_k(self.model, self.decoder, [prompts[i] for i in batch], k, num_beams,
+                                      self.tokenizer.pad_token_id)
+            for user, ranked in zip(batch, results):
+                ranked_by_user[user] = [{"item_id": self.codebook.item_ids[i],
+                                         "title": self.codebook.titles[i] if self.codebook.titles else None,
+                                         "index": i, "score": s} for i, s in ranked]
+        return ranked_by_user
 
     @torch.no_grad()
     def generate_text(self, messages: list[dict], max_new_tokens: int = 64, num_beams: int = 1,
