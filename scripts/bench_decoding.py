@@ -23,7 +23,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.generation import TrieLogitsProcessor
+from sid4llm.generation import TrieLogitsProcessor, left_pad
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.models import load_tokenizer
 from sid4llm.recommender import SidRecommender, recommendation_generation_config
@@ -93,10 +93,8 @@ def generate_batches(rec: SidRecommender, histories, args, processor_factory=Non
     for start in range(0, len(order), args.batch_size):
         batch = order[start : start + args.batch_size]
         prompts = [all_prompts[i] for i in batch]
-        width = max(len(p) for p in prompts)
-        pad = rec.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids, mask = left_pad(prompts, rec.tokenizer.pad_token_id)
+        width = ids.shape[1]
         kwargs = {}
         if processor_factory:
             kwargs["logits_processor"] = LogitsProcessorList([processor_factory(width)])

@@ -108,6 +108,18 @@ class TrieLogitsProcessor(LogitsProcessor):
 # --------------------------------------------------------------------------------------------- fast top-K
 
 
+def left_pad(prompts: list[list[int]], pad_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask for prompts of different lengths, padded on the left (so every
+    prompt ends at the last column, where generation continues)."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long, device=device)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attention[i, width - len(p):] = 1
+    return input_ids, attention
+
+
 def _backbone(model):
     """The transformer under the LM head (works through a PEFT wrapper, whose LoRA layers live inside it)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -133,12 +145,8 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     dec = decoder if decoder.column_token_ids.device == device else decoder.to(device)
     trie, C = dec.trie, dec.num_columns
     B = len(prompts)
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((B, width), pad_token_id, dtype=torch.long, device=device)
-    attention = torch.zeros((B, width), dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, device=device)
-        attention[i, width - len(p):] = 1
+    input_ids, attention = left_pad(prompts, pad_token_id, device)
+    width = input_ids.shape[1]
     positions = (attention.cumsum(1) - 1).clamp(min=0)
     backbone = _backbone(model)
     out = backbone(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)

@@ -143,13 +143,11 @@ class SidRecommender:
         returns, per history, the codebook index of each returned beam (None for an invalid ID)."""
         from transformers import LogitsProcessorList
 
-        from .generation import TrieLogitsProcessor
+        from .generation import TrieLogitsProcessor, left_pad
 
         prompts = [self.prompt_ids(h, style) for h in histories]
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
+        width = ids.shape[1]
         config = recommendation_generation_config(self.vocab, num_beams)
         processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width - 1, "id")]) if constrained else None
         # The prompt already holds the begin marker; the processor counts it as generated, so pass width - 1.

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import IdMethodConfig, IdModel
-from .modules import PrefixDecoder, ResidualEncoder, StopHead, length_log_probs, squared_error
+from .modules import PrefixDecoder, ResidualEncoder, StopHead, argmax_one_hot, length_log_probs, squared_error
 
 
 def cosine_schedule(start: float, end: float, progress: float, span: float) -> float:
@@ -103,10 +103,7 @@ class DiscreteVAE(IdModel):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        def hard(logits, t):
-            return F.one_hot(logits.argmax(-1), self.config.vocab_size).to(logits.dtype)
-
-        logits, _, states = self.encoder(x, hard)
+        logits, _, states = self.encoder(x, argmax_one_hot)
         codes = logits.argmax(-1)
         lengths = self.length_log_probs(states).argmax(-1) + 1
         return codes, lengths

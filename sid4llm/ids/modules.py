@@ -101,6 +101,11 @@ class PrefixDecoder(nn.Module):
         return F.normalize(self.out(y), dim=-1)
 
 
+def argmax_one_hot(logits: torch.Tensor, t: int) -> torch.Tensor:
+    """Deterministic code choice for ``ResidualEncoder``: the one-hot of the best code."""
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """||x − x̂_t||² for every prefix: x [B, d], x_hat [B, L, d] → [B, L]."""
     return (x_hat - x[:, None, :]).pow(2).sum(-1)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import IdMethodConfig, IdModel
-from .modules import PrefixDecoder, ResidualEncoder, StopHead, length_log_probs, squared_error
+from .modules import PrefixDecoder, ResidualEncoder, StopHead, argmax_one_hot, length_log_probs, squared_error
 
 
 @dataclass
@@ -88,10 +88,7 @@ class ReinforceSenderReceiver(IdModel):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        def greedy(logits, t):
-            return F.one_hot(logits.argmax(-1), self.config.vocab_size).to(logits.dtype)
-
-        logits, _, states = self.sender(x, greedy)
+        logits, _, states = self.sender(x, argmax_one_hot)
         if self.stop_head is None:
             lengths = torch.full((x.shape[0],), self.config.max_length, device=x.device, dtype=torch.long)
         else:
