@@ -62,6 +62,20 @@ class IdModel(nn.Module):
         raise NotImplementedError
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module lives (RQ-KMeans has only buffers, the learned methods have parameters)."""
+    return next(iter([*module.parameters(), *module.buffers()])).device
+
+
+@torch.no_grad()
+def encode_in_batches(model: IdModel, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.encode`` over ``x`` in batches, on the model's device; codes and lengths come back on the CPU."""
+    model.eval()
+    device = module_device(model)
+    outs = [model.encode(part.to(device)) for part in x.split(batch_size)]
+    return torch.cat([c for c, _ in outs]).cpu(), torch.cat([n for _, n in outs]).cpu()
+
+
 def validate_embeddings(embeddings: np.ndarray | torch.Tensor, expected_dim: int | None = None) -> torch.Tensor:
     """A float32 tensor [n, d] with no NaN/inf, or a clear error."""
     x = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .base import IdInputError, IdMethodConfig, IdModel, validate_embeddings
+from .base import IdInputError, IdMethodConfig, IdModel, encode_in_batches, validate_embeddings
 from .registry import build_model, config_from_dict
 
 FORMAT_VERSION = 1
@@ -64,8 +64,7 @@ class SemanticIdCodebook:
         self._index = {item: i for i, item in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise IdInputError("item ids must be unique")
-        V = config.vocab_size
-        self._sequences = [seq + ((V + int(d) - 1,) if d else ()) for seq, d in zip(self.codes, self.disambiguation)]
+        self._sequences = [self._with_disambiguation(seq, d) for seq, d in zip(self.codes, self.disambiguation)]
         self._by_sequence = {seq: i for i, seq in enumerate(self._sequences)}
         if len(self._by_sequence) != len(self.item_ids):
             raise IdInputError("two items share one ID; build codebooks with SemanticIdCodebook.from_codes")
@@ -90,6 +89,10 @@ class SemanticIdCodebook:
         return cls(item_ids, ragged, disamb, popularity, config, model, titles=titles, embedding_dim=embedding_dim)
 
     # ------------------------------------------------------------------ lookups
+    def _with_disambiguation(self, codes: tuple[int, ...], d: int) -> tuple[int, ...]:
+        """An item's ID: its codes, then ID-token ``V + d - 1`` when it is the d-th extra item of a collision."""
+        return codes + ((self.config.vocab_size + int(d) - 1,) if d else ())
+
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
@@ -127,9 +130,13 @@ class SemanticIdCodebook:
     def id_of(self, item_id: str) -> tuple[int, ...]:
         return self.sequences[self.index_of(item_id)]
 
+    def index_for(self, sequence: Sequence[int]) -> int | None:
+        """Codebook index of the item whose ID is exactly ``sequence``, or None."""
+        return self._by_sequence.get(tuple(int(s) for s in sequence))
+
     def item_for(self, sequence: Sequence[int]) -> str | None:
         """The item whose ID is exactly ``sequence``, or None."""
-        i = self._by_sequence.get(tuple(int(s) for s in sequence))
+        i = self.index_for(sequence)
         return None if i is None else self.item_ids[i]
 
     # ------------------------------------------------------------------ cold start
@@ -137,11 +144,7 @@ class SemanticIdCodebook:
         """Codes and lengths for embeddings with the saved encoder (no disambiguation)."""
         if self.model is None:
             raise IdInputError("this codebook has no encoder weights; it cannot encode new items")
-        x = validate_embeddings(embeddings, self.embedding_dim)
-        self.model.eval()
-        device = next(iter([*self.model.parameters(), *self.model.buffers()])).device
-        outs = [self.model.encode(part.to(device)) for part in x.split(batch_size)]
-        return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+        return encode_in_batches(self.model, validate_embeddings(embeddings, self.embedding_dim), batch_size)
 
     def add_items(self, item_ids: Sequence[str], embeddings: np.ndarray | torch.Tensor,
                   titles: Sequence[str] | None = None) -> list[tuple[int, ...]]:
@@ -163,7 +166,7 @@ class SemanticIdCodebook:
             self.popularity = np.append(self.popularity, 0)
             self.item_ids.append(str(item))
             self._index[str(item)] = len(self.item_ids) - 1
-            new_ids.append(seq + ((self.vocab_size + d - 1,) if d else ()))
+            new_ids.append(self._with_disambiguation(seq, d))
             self._sequences.append(new_ids[-1])
             self._by_sequence[new_ids[-1]] = len(self.item_ids) - 1
         if self.titles is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .base import IdModel
+from .base import IdModel, module_device
 
 logger = logging.getLogger(__name__)
 LOW_USAGE_WARNING = 0.5
@@ -21,7 +21,7 @@ LOW_USAGE_WARNING = 0.5
 @torch.no_grad()
 def prefix_errors(model: IdModel, x: torch.Tensor, codes: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     """[n, L] squared error of the reconstruction from every prefix length."""
-    device = next(iter([*model.parameters(), *model.buffers()])).device
+    device = module_device(model)
     out = []
     for xs, cs in zip(x.split(batch_size), codes.split(batch_size)):
         x_hat = model.reconstruct(cs.to(device))

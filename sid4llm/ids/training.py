@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .base import IdInputError, IdMethodConfig, validate_embeddings
+from .base import IdInputError, IdMethodConfig, encode_in_batches, validate_embeddings
 from .codebook import SemanticIdCodebook
 from .metrics import id_metrics, plot_length_vs_popularity, prefix_errors
 from .registry import build_model
@@ -102,14 +102,7 @@ def train_semantic_ids(
         steps, history = _gradient_training(model, x, popularity, args, accelerator)
     train_seconds = time.time() - start
 
-    model.eval()
-    with torch.no_grad():
-        codes, lengths = [], []
-        for part in x.split(4096):
-            c, n = model.encode(part.to(device))
-            codes.append(c.cpu())
-            lengths.append(n.cpu())
-        codes, lengths = torch.cat(codes), torch.cat(lengths)
+    codes, lengths = encode_in_batches(model, x)
     codebook = SemanticIdCodebook.from_codes(item_ids, codes, lengths, popularity, config, model.cpu(), titles,
                                              embedding_dim=x.shape[1])
     errors = prefix_errors(codebook.model, x, codes)
