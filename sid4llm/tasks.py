@@ -54,7 +54,7 @@ def budget_history(history: list[int], vocab: IdVocabulary, token_budget: int | 
     """The most recent whole items of ``history`` whose ID tokens fit in ``token_budget`` (and ``max_items``)."""
     kept, used = [], 0
     for item in reversed(history[-max_items:] if max_items else history):
-        cost = len(vocab.codebook.sequences[item]) + 2
+        cost = vocab.id_token_count(item)
         if token_budget is not None and used + cost > token_budget:
             break
         kept.append(item)
@@ -166,7 +166,7 @@ def build_task_examples(data: PreparedData, vocab: IdVocabulary, args: TaskArgum
             seq = sequences[u]
             history = budget_history(seq[:pos], vocab, args.history_token_budget, args.max_history_items)
             target = seq[pos]
-            tokens = sum(len(vocab.codebook.sequences[i]) + 2 for i in history)
+            tokens = sum(vocab.id_token_count(i) for i in history)
             prompt = builder.sequential_prompt(history) if task == "sequential" else builder.natural_language_prompt(history)
             add(task, u, pos, prompt, vocab.format_item(target), target, tokens)
     return Dataset.from_dict(rows)

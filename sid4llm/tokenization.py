@@ -51,6 +51,9 @@ class IdVocabulary:
     end_id: int
     id_token_ids: list[int]  # ID-token index (codes, then disambiguation) → tokenizer id
 
+    def __post_init__(self):
+        self._index_of_token = {tid: i for i, tid in enumerate(self.id_token_ids)}
+
     # ------------------------------------------------------------------ building
     @classmethod
     def extend(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook,
@@ -100,24 +103,26 @@ class IdVocabulary:
         index = item if isinstance(item, int) else self.codebook.index_of(item)
         return [self.begin_id, *(self.id_token_ids[t] for t in self.codebook.sequences[index]), self.end_id]
 
+    def id_token_count(self, item: int) -> int:
+        """Tokens an item's ID takes in text, markers included (what a history token budget counts)."""
+        return len(self.codebook.sequences[item]) + 2
+
     def format_item(self, item: int | str) -> str:
         return "".join(self.tokenizer.convert_ids_to_tokens(self.item_token_ids(item)))
 
     def parse_token_ids(self, token_ids) -> list[int | None]:
         """Every complete ``begin … end`` span in ``token_ids`` → the codebook index of its item (None when
         the span is not a valid ID)."""
-        to_index = {tid: i for i, tid in enumerate(self.id_token_ids)}
         out, span = [], None
         for tid in (int(t) for t in token_ids):
             if tid == self.begin_id:
                 span = []
             elif tid == self.end_id and span is not None:
-                item = self.codebook.item_for(span)
-                out.append(None if item is None else self.codebook.index_of(item))
+                out.append(self.codebook.index_for(span))
                 span = None
             elif span is not None:
-                if tid in to_index:
-                    span.append(to_index[tid])
+                if tid in self._index_of_token:
+                    span.append(self._index_of_token[tid])
                 else:
                     span = None  # a non-ID token inside a span: not an ID
                     out.append(None)
@@ -139,8 +144,7 @@ class IdVocabulary:
                 pieces.append(self.tokenizer.decode(text_run, skip_special_tokens=True))
                 text_run, span = [], []
             elif span is not None and tid == self.end_id:
-                found = self.parse_token_ids([self.begin_id, *span, self.end_id])
-                item = found[0] if found else None
+                item = self.codebook.index_for(self._index_of_token.get(t, -1) for t in span)
                 items.append(item)
                 pieces.append("[unknown item]" if item is None else
                               template.format(title=titles[item], item_id=self.codebook.item_ids[item]))
