@@ -90,26 +90,29 @@ class ExampleBuilder:
         return msgs
 
     # ------------------------------------------------------------------ tokenization
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of a prompt, up to where the model starts answering."""
+    def prompt_text(self, prompt: str) -> str:
+        """The prompt as the model sees it, up to where it starts answering (chat template applied)."""
         if self.chat:
-            text = self.tokenizer.apply_chat_template(self.messages(prompt, None), add_generation_prompt=True, tokenize=False)
-        else:
-            text = prompt
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return self.tokenizer.apply_chat_template(self.messages(prompt, None), add_generation_prompt=True, tokenize=False)
+        return prompt
 
-    def answer_ids(self, prompt: str, answer: str) -> list[int]:
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(self.prompt_text(prompt), add_special_tokens=False)["input_ids"]
+
+    def answer_ids(self, prompt: str, answer: str, head: str | None = None) -> list[int]:
+        """Token ids of the answer turn; ``head`` is ``prompt_text(prompt)`` when the caller already has it."""
         if self.chat:
-            head = self.tokenizer.apply_chat_template(self.messages(prompt, None), add_generation_prompt=True, tokenize=False)
+            head = self.prompt_text(prompt) if head is None else head
             full = self.tokenizer.apply_chat_template(self.messages(prompt, answer), tokenize=False)
             if not full.startswith(head):
                 raise ValueError("the chat template renders the prompt differently with and without the answer")
-            text = full[len(head):]
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return self.tokenizer(full[len(head):], add_special_tokens=False)["input_ids"]
         return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
 
     def tokenize(self, prompt: str, answer: str) -> dict:
-        prompt_ids, answer_ids = self.prompt_ids(prompt), self.answer_ids(prompt, answer)
+        head = self.prompt_text(prompt)
+        prompt_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+        answer_ids = self.answer_ids(prompt, answer, head)
         keep = max(self.args.max_seq_length - len(answer_ids), 0)
         prompt_ids = prompt_ids[-keep:] if keep else []
         ids = prompt_ids + answer_ids
