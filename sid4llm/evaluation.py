@@ -99,7 +99,7 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     ranked = [r for _, r in gathered]
     n_items = len(recommender.codebook)
     popularity = np.asarray(data.item_popularity)
-    id_lengths = np.array([len(s) for s in recommender.codebook.sequences])
+    id_lengths = recommender.codebook.id_lengths
     model_metrics = ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
     model_metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n_items) or any(i < 0 or i >= n_items for i in r)
                                                                for r in ranked]))

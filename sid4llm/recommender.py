@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -65,14 +66,16 @@ class SidRecommender:
             self._decoder = IdDecoder.build(self.vocab, self.device)
         return self._decoder
 
-    @property
-    def task_args(self):
+    @cached_property
+    def prompt_builder(self):
+        """Writes prompts exactly as in training, from the saved task arguments; built once."""
         from dataclasses import fields
 
-        from .tasks import TaskArguments
+        from .tasks import ExampleBuilder, TaskArguments
 
         known = {f.name for f in fields(TaskArguments)}
-        return TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})
+        args = TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})
+        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
 
     def _index(self, item) -> int:
         return item if isinstance(item, int) else self.codebook.index_of(str(item))
@@ -80,12 +83,11 @@ class SidRecommender:
     def prompt_ids(self, history, style: str = "ids") -> list[int]:
         """The prompt the model was trained with (history cut to its token budget), ending with the
         begin-of-ID marker. ``style``: ``ids`` (sequential task) or ``titles`` (natural-language task)."""
-        from .tasks import ExampleBuilder, budget_history
+        from .tasks import budget_history
 
-        args = self.task_args
-        builder = ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
-        items = budget_history([self._index(i) for i in history], self.vocab, args.history_token_budget,
-                               args.max_history_items)
+        builder = self.prompt_builder
+        items = budget_history([self._index(i) for i in history], self.vocab, builder.args.history_token_budget,
+                               builder.args.max_history_items)
         prompt = builder.sequential_prompt(items) if style == "ids" else builder.natural_language_prompt(items)
         return builder.prompt_ids(prompt) + [self.vocab.begin_id]
 
