@@ -30,16 +30,19 @@ class IdDecoder:
     vocab: IdVocabulary
     trie: IdTrie
     column_token_ids: torch.Tensor  # [C] tokenizer ids of the columns
+    column_of_token: torch.Tensor  # tokenizer id -> column (-1 for non-ID tokens), up to the largest ID token
 
     @classmethod
     def build(cls, vocab: IdVocabulary, device: str | torch.device = "cpu") -> IdDecoder:
         end_column = len(vocab.id_token_ids)
         trie = IdTrie.from_sequences(vocab.codebook.sequences, end_token=end_column, device=device)
         columns = torch.tensor([*vocab.id_token_ids, vocab.end_id], dtype=torch.long, device=device)
-        return cls(vocab, trie, columns)
+        lookup = torch.full((int(columns.max()) + 1,), -1, dtype=torch.long, device=device)
+        lookup[columns] = torch.arange(len(columns), device=device)
+        return cls(vocab, trie, columns, lookup)
 
     def to(self, device) -> IdDecoder:
-        return IdDecoder(self.vocab, self.trie.to(device), self.column_token_ids.to(device))
+        return IdDecoder(self.vocab, self.trie.to(device), self.column_token_ids.to(device), self.column_of_token.to(device))
 
     @property
     def num_columns(self) -> int:
@@ -47,10 +50,17 @@ class IdDecoder:
 
     def token_to_column(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokenizer ids → column index (-1 for tokens that are not ID tokens)."""
-        lookup = torch.full((int(self.column_token_ids.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
-        lookup[self.column_token_ids.to(tokens.device)] = torch.arange(self.num_columns, device=tokens.device)
+        lookup = self.column_of_token
         inside = (tokens >= 0) & (tokens < len(lookup))
         return torch.where(inside, lookup[tokens.clamp(0, len(lookup) - 1)], torch.full_like(tokens, -1))
+
+
+def _last_position(hits: torch.Tensor) -> torch.Tensor:
+    """Per row, the last column where ``hits`` is True (-1 when none, or when there are no columns)."""
+    if hits.shape[1] == 0:
+        return torch.full((hits.shape[0],), -1, dtype=torch.long, device=hits.device)
+    positions = torch.arange(hits.shape[1], device=hits.device).expand_as(hits)
+    return torch.where(hits, positions, torch.full_like(positions, -1)).amax(1)
 
 
 class TrieLogitsProcessor(LogitsProcessor):
@@ -72,17 +82,13 @@ class TrieLogitsProcessor(LogitsProcessor):
         dec = self.decoder
         if dec.column_token_ids.device != device:
             self.decoder = dec = dec.to(device)
-        is_begin = generated == self.begin_id
-        positions = torch.arange(t, device=device).expand(n, t)
-        last_begin = torch.where(is_begin, positions, torch.full_like(positions, -1)).max(1).values if t else \
-            torch.full((n,), -1, device=device, dtype=torch.long)
-        last_end = torch.where(generated == self.end_id, positions, torch.full_like(positions, -1)).max(1).values if t else \
-            torch.full((n,), -1, device=device, dtype=torch.long)
+        last_begin = _last_position(generated == self.begin_id)
+        last_end = _last_position(generated == self.end_id)
         inside = last_begin > last_end  # an ID is open
-        # Walk the trie over the tokens written since the last begin marker.
+        # Walk the trie over the tokens written since the last begin marker (no tokens: the root).
+        positions = torch.arange(t, device=device).expand(n, t)
         span_valid = (positions > last_begin[:, None]) & inside[:, None]
-        columns = dec.token_to_column(generated)
-        nodes = dec.trie.walk(columns, span_valid) if t else torch.zeros(n, dtype=torch.long, device=device)
+        nodes = dec.trie.walk(dec.token_to_column(generated), span_valid)
         allowed_cols = dec.trie.allowed_mask(nodes, dec.num_columns)  # [n, C]
         mask = torch.zeros_like(scores, dtype=torch.bool)
         rows_in = inside.nonzero().squeeze(1)
