@@ -177,12 +177,13 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     metrics = dict(result.metrics)
     if eval_ds is not None:
         metrics.update(trainer.evaluate())
+    tasks, counts = np.unique(train_raw["task"], return_counts=True)
+    metrics["train_examples_by_task"] = {str(t): int(c) for t, c in zip(tasks, counts)}
     stats = {
-        "train_examples": len(train_ds), "train_examples_by_task": dict(zip(*np.unique(train_raw["task"], return_counts=True))),
+        "train_examples": len(train_ds), "train_examples_by_task": metrics["train_examples_by_task"],
         "mean_train_tokens": float(np.mean([len(x) for x in train_ds["input_ids"]])),
         "mean_history_tokens": float(np.mean([t for t, k in zip(train_raw["history_tokens"], train_raw["task"]) if k != "alignment"] or [0])),
     }
-    metrics["train_examples_by_task"] = {k: int(v) for k, v in stats["train_examples_by_task"].items()}
     config = {
         "base_model": model_args.model_name_or_path, "peft": use_peft, "from_scratch": model_args.from_scratch,
         "model_args": asdict(model_args), "task_args": asdict(task_args), "data_dir": str(data_args.data_dir),
@@ -190,12 +191,12 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     }
     recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config)
     if trainer.is_world_process_zero():
-        recommender.save_pretrained(training_args.output_dir, model_card=model_card(recommender, data))
+        card = model_card(recommender, data)
+        recommender.save_pretrained(training_args.output_dir, model_card=card)
         if training_args.push_to_hub:
             repo = training_args.hub_model_id or Path(training_args.output_dir).name
             logger.info("pushed: %s", recommender.push_to_hub(repo, private=training_args.hub_private_repo,
-                                                              token=training_args.hub_token,
-                                                              model_card=model_card(recommender, data)))
+                                                              token=training_args.hub_token, model_card=card))
     return recommender
 
 

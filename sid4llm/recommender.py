@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from functools import cached_property
 from pathlib import Path
 
@@ -215,11 +214,7 @@ class SidRecommender:
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     model_card: str | None = None, commit_message: str = "Upload sid4llm recommender") -> str:
         """Save everything to a temporary folder and upload it as a single commit."""
-        from huggingface_hub import HfApi
+        from .hub import push_folder
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, model_card=model_card)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
-        return str(getattr(info, "commit_url", info))
+        return push_folder(lambda folder: self.save_pretrained(folder, model_card=model_card), repo_id, private,
+                           token, commit_message)

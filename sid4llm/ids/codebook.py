@@ -19,7 +19,6 @@ Files written by :meth:`save_pretrained` (no pickle anywhere)::
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,14 +227,9 @@ class SemanticIdCodebook:
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload SemanticIdCodebook", revision: str | None = None) -> str:
         """Save to a temporary folder and upload it as one commit; returns the commit URL."""
-        from huggingface_hub import HfApi
+        from ..hub import push_folder
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=revision)
-        return str(getattr(info, "commit_url", info))
+        return push_folder(self.save_pretrained, repo_id, private, token, commit_message, revision)
 
     def model_card(self) -> str:
         m, cfg = self.metrics, self.config
