@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SemanticIdCodebook": "sid4llm.ids",
     "SidRecommender": "sid4llm.recommender",
+    "RecommendationPipeline": "sid4llm.pipeline",
     "IdVocabulary": "sid4llm.tokenization",
     "PreparedData": "sid4llm.data",
 }

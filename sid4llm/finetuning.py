@@ -187,44 +187,19 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     config = {
         "base_model": model_args.model_name_or_path, "peft": use_peft, "from_scratch": model_args.from_scratch,
         "model_args": asdict(model_args), "task_args": asdict(task_args), "data_dir": str(data_args.data_dir),
-        "dataset": data.stats.get("source"), "metrics": _jsonable(metrics), "example_stats": _jsonable(stats),
+        "dataset": data.stats.get("source"),
+        "dataset_stats": {k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
+        "metrics": _jsonable(metrics), "example_stats": _jsonable(stats),
     }
     recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config)
     if trainer.is_world_process_zero():
-        card = model_card(recommender, data)
-        recommender.save_pretrained(training_args.output_dir, model_card=card)
+        recommender.save_pretrained(training_args.output_dir)
         if training_args.push_to_hub:
             repo = training_args.hub_model_id or Path(training_args.output_dir).name
             logger.info("pushed: %s", recommender.push_to_hub(repo, private=training_args.hub_private_repo,
-                                                              token=training_args.hub_token, model_card=card))
+                                                              token=training_args.hub_token))
     return recommender
 
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def model_card(recommender: SidRecommender, data: PreparedData) -> str:
-    cfg, cb = recommender.config, recommender.codebook
-    m = cb.metrics
-    lines = [
-        "---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids", "- peft" if cfg.get("peft") else "- full-finetune",
-        f"base_model: {cfg['base_model'] if cfg['base_model'] != 'default' else 'HuggingFaceTB/SmolLM2-135M-Instruct'}",
-        "---", "",
-        "# sid4llm recommender", "",
-        f"A causal LM ({'LoRA on ' if cfg.get('peft') else ''}{'a small Llama trained from scratch' if cfg.get('from_scratch') else cfg['base_model']}) "
-        "that recommends items by writing their variable-length semantic IDs (arXiv 2602.16375).", "",
-        "## Data", "",
-        f"- dataset: {data.stats.get('source')} — {data.stats['n_users']:,} users, {data.stats['n_items']:,} items, "
-        f"{data.stats['n_interactions']:,} interactions (leave-one-out splits)",
-        f"- tasks: {cfg['task_args']['tasks']}; history budget {cfg['task_args']['history_token_budget']} tokens", "",
-        "## Semantic IDs", "",
-        f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), V={cb.vocab_size}, "
-        f"max length {cb.config.max_length}",
-        f"- mean ID length: {m.get('mean_id_length_uniform', 'n/a')} (uniform), {m.get('mean_id_length_unigram', 'n/a')} (by interactions)",
-        f"- reconstruction: {m.get('recon_mse_uniform', 'n/a')} (uniform), collisions before dedup {m.get('collision_rate_before_dedup', 'n/a')}", "",
-        "## Training metrics", "", "```json", json.dumps(cfg.get("metrics", {}), indent=2), "```", "",
-        "## Usage", "", "```python", "from sid4llm import SidRecommender",
-        'rec = SidRecommender.from_pretrained("<this repo or folder>")', "```", "",
-    ]
-    return "\n".join(lines)

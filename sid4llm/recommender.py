@@ -61,8 +61,10 @@ class SidRecommender:
     def decoder(self):
         from .generation import IdDecoder
 
-        if getattr(self, "_decoder", None) is None or len(self._decoder.vocab.codebook) != len(self.codebook):
+        # The codebook grows in place (add_items), so remember how many items the trie was built for.
+        if getattr(self, "_decoder", None) is None or self._decoder_items != len(self.codebook):
             self._decoder = IdDecoder.build(self.vocab, self.device)
+            self._decoder_items = len(self.codebook)
         return self._decoder
 
     @cached_property
@@ -164,6 +166,23 @@ class SidRecommender:
             results.append(parsed)
         return results
 
+    # ------------------------------------------------------------------ cold start
+    def add_items(self, item_ids, embeddings, titles=None) -> list[tuple[int, ...]]:
+        """Give new items IDs with the codebook's saved encoder (existing IDs unchanged) and make them
+        recommendable at once: their IDs are made of tokens the model already has, and the decoding trie is
+        rebuilt on next use. A new item that collides with an existing ID needs a disambiguation token; the
+        tokenizer reserves a few (``reserve_disambiguation_tokens``) and running out is an error that changes
+        nothing."""
+        import copy
+
+        available = len(self.vocab.id_token_ids) - self.codebook.vocab_size
+        trial = copy.deepcopy(self.codebook)
+        trial.add_items(item_ids, embeddings, titles)
+        if trial.num_disambiguation_tokens > available:
+            raise ValueError(f"adding these items needs {trial.num_disambiguation_tokens} disambiguation tokens but the "
+                             f"tokenizer reserves {available}; fine-tune with a larger --reserve_disambiguation_tokens")
+        return self.codebook.add_items(item_ids, embeddings, titles)
+
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
         out = Path(save_directory)
@@ -177,9 +196,54 @@ class SidRecommender:
         self.codebook.save_pretrained(out / "codebook")
         self.generation_config.save_pretrained(out)
         (out / CONFIG_FILE).write_text(json.dumps(self.config, indent=2))
-        if model_card is not None:
-            (out / "README.md").write_text(model_card)
+        (out / "README.md").write_text(model_card if model_card is not None else self.model_card())
         return out
+
+    def model_card(self) -> str:
+        """README.md for the saved folder / Hub repo: base model, data, ID statistics, metrics, usage."""
+        cfg, cb = self.config, self.codebook
+        m, base = cb.metrics, cfg.get("base_model", "unknown")
+        base_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if base == "default" else base
+        data = cfg.get("dataset_stats") or {}
+        task = cfg.get("task_args", {})
+        lines = ["---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids",
+                 "- peft" if cfg.get("peft") else "- full-finetune"]
+        if not cfg.get("from_scratch"):
+            lines.append(f"base_model: {base_id}")
+        model = "a small Llama trained from scratch" if cfg.get("from_scratch") else \
+            f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
+        lines += ["---", "", "# sid4llm recommender", "",
+                  f"A causal LM ({model}) that recommends items by writing their variable-length semantic IDs "
+                  "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "
+                  "prefix trie of the codebook, so it is always a real catalogue item.", "", "## Data", ""]
+        if data:
+            lines.append(f"- dataset: {cfg.get('dataset')} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
+                         f"items, {data.get('n_interactions', 0):,} interactions (leave-one-out splits)")
+        lines += [f"- tasks: {task.get('tasks', 'n/a')}; history budget {task.get('history_token_budget', 'n/a')} tokens", "",
+                  "## Semantic IDs", "",
+                  f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), "
+                  f"V={cb.vocab_size}, max length {cb.config.max_length}, {len(cb):,} items",
+                  f"- mean ID length: {m.get('mean_length_uniform', 'n/a')} (per item), "
+                  f"{m.get('mean_length_unigram', 'n/a')} (per interaction)",
+                  f"- reconstruction error: {m.get('recon_mse_uniform', 'n/a')}; Spearman(length, popularity): "
+                  f"{m.get('spearman_length_popularity', 'n/a')}", ""]
+        evaluation = cfg.get("evaluation")
+        if evaluation:
+            lines += [f"## Evaluation ({evaluation.get('split', 'test')} split, full catalogue, constrained beam search)", "",
+                      "| | recall@10 | ndcg@10 | coverage@10 |", "|---|---|---|---|"]
+            for name in ("model", "most_popular"):
+                r = evaluation.get(name, {})
+                lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r.get(k), float) else "n/a"
+                                                         for k in ("recall@10", "ndcg@10", "coverage@10")) + " |")
+            lines.append("")
+        train = {k: v for k, v in cfg.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
+        if train:
+            lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]
+        lines += ["## Usage", "", "```python", "from sid4llm import RecommendationPipeline", "",
+                  'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
+                  'pipe.recommend(["<a title you liked>", "<another>"], k=10)',
+                  'pipe.chat([{"role": "user", "content": "I loved <title>. What next?"}])', "```", ""]
+        return "\n".join(lines)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, dtype: torch.dtype = torch.float32,

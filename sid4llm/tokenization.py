@@ -169,6 +169,13 @@ class IdVocabulary:
             "id_token_ids": self.id_token_ids, "codebook_fingerprint": codebook_fingerprint(self.codebook),
         }, indent=1))
 
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload sid4llm extended tokenizer") -> str:
+        """The extended tokenizer and its codebook pin, as one commit (the codebook is pushed on its own)."""
+        from .hub import push_folder
+
+        return push_folder(self.save, repo_id, private, token, commit_message)
+
     def check_matches(self, directory: str | Path) -> None:
         record = json.loads((Path(directory) / VOCAB_FILE).read_text())
         if record["codebook_fingerprint"] != codebook_fingerprint(self.codebook):

@@ -123,3 +123,46 @@ def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
                                   list(data.items["title"]))
     save_training_outputs(codebook, root / "ids", plot=False)
     return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}
+
+
+class FakeHub:
+    """Stands in for the Hub inside ``huggingface_hub``: records repos and commits (the operations exactly as
+    sent) and serves committed files back through ``snapshot_download``, so push → load round-trips offline."""
+
+    def __init__(self, root):
+        self.root, self.repos, self.commits, self.files = root, [], [], {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
+        self.repos.append((repo_id, private))
+
+    def create_commit(self, repo_id, operations, commit_message, revision=None, **kwargs):
+        from huggingface_hub import CommitOperationAdd
+
+        assert all(isinstance(op, CommitOperationAdd) for op in operations), operations
+        files = {}
+        for op in operations:
+            with open(op.path_or_fileobj, "rb") as f:
+                files[op.path_in_repo] = f.read()
+        self.commits.append({"repo_id": repo_id, "message": commit_message, "revision": revision, "files": files})
+        self.files.setdefault(repo_id, {}).update(files)
+        return f"https://huggingface.co/{repo_id}/commit/{len(self.commits)}"
+
+    def snapshot_download(self, repo_id, revision=None, token=None, **kwargs):
+        if repo_id not in self.files:
+            raise FileNotFoundError(f"no such repo on the fake Hub: {repo_id}")
+        folder = self.root / repo_id.replace("/", "--")
+        for name, content in self.files[repo_id].items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+        return str(folder)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub = FakeHub(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", hub.create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", hub.create_commit)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    return hub

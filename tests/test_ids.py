@@ -159,31 +159,15 @@ def test_new_items_are_appended_without_changing_existing_ids():
     assert codebook.item_for(new_ids[3]) == "new3"
 
 
-def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
-    import huggingface_hub
-
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            calls["create"] = (repo_id, private, exist_ok)
-
-        def upload_folder(self, repo_id, folder_path, commit_message, revision=None):
-            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            calls["card"] = (Path(folder_path) / "README.md").read_text()
-            return "https://huggingface.co/me/ids/commit/abc"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+def test_push_to_hub_sends_the_saved_folder_as_one_commit(fake_hub):
     codebook = train_semantic_ids(unit_vectors(20, 8), zipf_popularity(20), tiny_dvae(),
                                   IdTrainingArguments(max_steps=3, batch_size=16))
-    assert codebook.push_to_hub("me/ids", private=True).endswith("/abc")
-    assert calls["create"] == ("me/ids", True, True)
-    assert calls["files"] == ["README.md", "codebook_config.json", "codes.safetensors", "encoder.safetensors",
-                              "items.json", "metrics.json"]
-    assert "library_name: sid4llm" in calls["card"]
+    assert codebook.push_to_hub("me/ids", private=True).endswith("/commit/1")
+    assert fake_hub.repos == [("me/ids", True)]
+    (commit,) = fake_hub.commits
+    assert sorted(commit["files"]) == ["README.md", "codebook_config.json", "codes.safetensors", "encoder.safetensors",
+                                       "items.json", "metrics.json"]
+    assert "library_name: sid4llm" in commit["files"]["README.md"].decode()
 
 
 @pytest.mark.parametrize("embeddings,message", [

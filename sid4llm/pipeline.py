@@ -1,0 +1,139 @@
+"""``RecommendationPipeline``: the object a notebook or a service holds.
+
+    from sid4llm import RecommendationPipeline
+    pipe = RecommendationPipeline.from_pretrained("outputs/quickstart/model")    # or a Hub id
+    pipe.recommend(["Toy Story", "Aladdin"], k=5)          # titles, item ids or codebook indices
+    pipe.chat([{"role": "user", "content": "I loved Toy Story and Heat. Something darker?"}])
+
+Every recommended item comes out of trie-constrained decoding, so it always exists in the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .recommender import SidRecommender
+from .titles import TitleIndex
+
+CHAT_SYSTEM_PROMPT = ("You are a friendly recommender. In one or two sentences, suggest what to watch next, "
+                      "naming items by their IDs.")
+
+
+class RecommendationPipeline:
+    def __init__(self, recommender: SidRecommender, fuzzy_cutoff: float = 0.85):
+        self.recommender = recommender
+        self.fuzzy_cutoff = fuzzy_cutoff
+        self._titles: TitleIndex | None = None
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, device: str | torch.device | None = None,
+                        revision: str | None = None, **kwargs) -> RecommendationPipeline:
+        return cls(SidRecommender.from_pretrained(path_or_repo_id, device=device, revision=revision), **kwargs)
+
+    @property
+    def codebook(self):
+        return self.recommender.codebook
+
+    @property
+    def titles(self) -> TitleIndex:
+        """Built on first use and again whenever items were added."""
+        cb = self.codebook
+        if self._titles is None or len(self._titles.titles) != len(cb):
+            self._titles = TitleIndex(cb.titles or cb.item_ids, cb.popularity, cb.item_ids, self.fuzzy_cutoff)
+        return self._titles
+
+    def _item(self, index: int, score: float | None = None) -> dict:
+        cb = self.codebook
+        return {"item_id": cb.item_ids[index], "title": cb.titles[index] if cb.titles else cb.item_ids[index],
+                "index": index, "score": score}
+
+    def resolve(self, history: Sequence[str | int]) -> list[int]:
+        """Codebook indices for a history given as titles (exact or fuzzy), item ids or indices; a name that
+        matches nothing is an error naming it."""
+        found, missing = self.titles.resolve(history)
+        if missing:
+            raise KeyError(f"no catalogue item matches {missing!r}; try the exact title or the item id")
+        return found
+
+    # ------------------------------------------------------------------ recommending
+    def recommend(self, history, k: int = 10, exclude: Sequence[str | int] = (), exclude_history: bool = True,
+                  style: str = "ids", num_beams: int | None = None) -> list[dict]:
+        """Top-``k`` items after ``history`` (or, given a list of histories, one list per history).
+
+        Items in the history (and in ``exclude``) are left out, so the list holds ``k`` new items.
+        ``style``: ``ids`` (the sequential prompt) or ``titles`` (the natural-language prompt)."""
+        batch = len(history) > 0 and isinstance(history[0], list | tuple)
+        histories = [self.resolve(h) for h in (history if batch else [history])]
+        banned = set(self.resolve(list(exclude)))
+        extra = len(banned) + (max(len(h) for h in histories) if exclude_history else 0)
+        want = min(k + extra, len(self.codebook))
+        beams = max(num_beams or 0, want)
+        results = self.recommender.recommend(histories, k=want, num_beams=beams, style=style)
+        out = []
+        for seen, ranked in zip(histories, results):
+            skip = banned | (set(seen) if exclude_history else set())
+            out.append([self._item(r["index"], r["score"]) for r in ranked if r["index"] not in skip][:k])
+        return out if batch else out[0]
+
+    # ------------------------------------------------------------------ chatting
+    def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (),
+             max_new_tokens: int = 48) -> dict:
+        """One assistant turn for a conversation (``[{"role", "content"}, ...]``, the last one the user's).
+
+        Items the user names anywhere in the conversation (by title, fuzzily) form the history; items the
+        assistant already recommended (the ``items`` of earlier assistant turns) are not repeated. The model
+        writes a short answer in which every ID it opens is forced to be a real item (shown by title), then the
+        list is completed by constrained beam search to ``k`` items. Returns ``{"role": "assistant",
+        "content", "items", "history"}`` — append it to ``messages`` to continue the conversation."""
+        if not messages or messages[-1].get("role") != "user":
+            raise ValueError("messages must end with a user turn")
+        named = list(self.resolve(list(history)))
+        shown: list[int] = []
+        for message in messages:
+            if message.get("role") == "user":
+                named += [i for i in self.titles.find_mentions(message.get("content", "")) if i not in named]
+            elif message.get("role") == "assistant":
+                shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict)]
+        text, from_text = self._answer(messages, named, max_new_tokens)
+        items = [i for i in dict.fromkeys(from_text) if i not in named and i not in shown][:k]
+        if len(items) < k:
+            more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles")
+            items += [m["index"] for m in more]
+        titles = [self._item(i)["title"] for i in items]
+        listing = "\n".join(f"{n}. {t}" for n, t in enumerate(titles, 1))
+        heard = ("You mentioned: " + "; ".join(self._item(i)["title"] for i in named) + ".\n") if named else ""
+        content = f"{heard}{text}\n\nRecommended for you:\n{listing}".strip() if text else f"{heard}Recommended for you:\n{listing}"
+        return {"role": "assistant", "content": content, "items": [self._item(i) for i in items],
+                "history": [self._item(i) for i in named]}
+
+    def _answer(self, messages: list[dict], named: list[int], max_new_tokens: int) -> tuple[str, list[int]]:
+        """The model's own words for this turn, with the history restated as the trained prompt does."""
+        builder = self.recommender.prompt_builder
+        context = builder.natural_language_prompt(named) if named else "What should I watch? Answer with an item ID."
+        turns = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}]
+        turns += [{"role": m["role"], "content": m["content"]} for m in messages[:-1] if m.get("role") in ("user", "assistant")]
+        turns.append({"role": "user", "content": f"{messages[-1]['content']}\n{context}"})
+        out = self.recommender.generate_text(turns, max_new_tokens=max_new_tokens)
+        return out["text"], [i for i in out["items"] if i is not None]
+
+    # ------------------------------------------------------------------ cold start
+    def add_items(self, item_ids: Sequence[str], titles: Sequence[str], embeddings: np.ndarray | None = None,
+                  encoder: str = "default") -> list[dict]:
+        """Add new (cold-start) items: embed their titles with ``encoder`` (or take ``embeddings``), give them
+        IDs with the saved ID encoder, leave every existing ID unchanged; they can be recommended at once."""
+        if embeddings is None:
+            from .embeddings import encode_texts
+
+            embeddings = encode_texts(list(titles), encoder, show_progress=False)
+        self.recommender.add_items(item_ids, embeddings, titles)
+        return [self._item(self.codebook.index_of(str(i))) for i in item_ids]
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> Path:
+        return self.recommender.save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        return self.recommender.push_to_hub(repo_id, **kwargs)
