@@ -54,7 +54,7 @@ class ReproduceArguments:
     seeds: str = field(default="0,1", metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
     length_costs: str = field(default="3,6", metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=6.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
-    id_steps: int = field(default=400, metadata={"help": "Training steps (1,024 events each) for every learned ID method."})
+    id_steps: int = field(default=1500, metadata={"help": "Training steps (1,024 events each) for every learned ID method."})
     rec_config: str = field(default="recipes/configs/finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_steps: int = field(default=300, metadata={"help": "Training steps for every from-scratch recommender."})
     budget: int = field(default=60, metadata={"help": "History token budget of the main comparison."})
@@ -123,6 +123,10 @@ def main(args: ReproduceArguments) -> None:
     main_varlen = f"varlen_c{args.main_length_cost:g}"
     if args.main_length_cost not in _floats(args.length_costs):
         raise SystemExit(f"error: --main_length_cost {args.main_length_cost:g} is not in --length_costs {args.length_costs}")
+    protocol = out / "protocol.json"  # finished runs are reused only under the same settings
+    if protocol.is_file() and json.loads(protocol.read_text()) != asdict(args):
+        raise SystemExit(f"error: {out} holds runs made with other settings ({protocol}); use a new --output_dir")
+    write_json(protocol, asdict(args))
     start = time.time()
     timings: dict[str, float] = {}
 

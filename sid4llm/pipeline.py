@@ -100,6 +100,11 @@ class RecommendationPipeline:
                 shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict)]
         text, from_text = self._answer(messages, named, max_new_tokens)
         items = [i for i in dict.fromkeys(from_text) if i not in named and i not in shown][:k]
+        prose = text
+        for i in from_text:
+            prose = prose.replace(self._item(i)["title"], "")
+        if not items and not prose.strip(" \n.,;:!-"):
+            text = ""  # the model only repeated items already in the conversation: the list says it better
         if len(items) < k:
             more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles")
             items += [m["index"] for m in more]
@@ -122,13 +127,14 @@ class RecommendationPipeline:
 
     # ------------------------------------------------------------------ cold start
     def add_items(self, item_ids: Sequence[str], titles: Sequence[str], embeddings: np.ndarray | None = None,
-                  encoder: str = "default") -> list[dict]:
-        """Add new (cold-start) items: embed their titles with ``encoder`` (or take ``embeddings``), give them
-        IDs with the saved ID encoder, leave every existing ID unchanged; they can be recommended at once."""
+                  encoder: str = "default", texts: Sequence[str] | None = None) -> list[dict]:
+        """Add new (cold-start) items: embed ``texts`` (default: the titles) with ``encoder`` — the one the
+        catalogue was embedded with — or take ``embeddings``; give them IDs with the saved ID encoder, leaving
+        every existing ID unchanged. They can be recommended at once."""
         if embeddings is None:
             from .embeddings import encode_texts
 
-            embeddings = encode_texts(list(titles), encoder, show_progress=False)
+            embeddings = encode_texts(list(texts if texts is not None else titles), encoder, show_progress=False)
         self.recommender.add_items(item_ids, embeddings, titles)
         return [self._item(self.codebook.index_of(str(i))) for i in item_ids]
 

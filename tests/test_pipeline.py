@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,27 @@ def test_a_hub_id_that_is_not_a_recommender_is_a_clear_error(fake_hub, tmp_path)
     fake_hub.files["me/other"] = {"config.json": b"{}"}
     with pytest.raises(FileNotFoundError, match="not a saved SidRecommender"):
         SidRecommender.from_pretrained("me/other")
+
+
+def test_add_items_recipe_extends_a_saved_recommender_and_a_codebook(trained_dir, tiny_encoder_dir, tmp_path):
+    items = tmp_path / "new.csv"
+    items.write_text("item_id,title,categories\nnew1,toy story animation,comedy\nnew2,heat crime thriller,drama\n")
+    env = {**os.environ, "SID4LLM_CACHE": str(tmp_path / "cache")}
+    for source, out in ((trained_dir, tmp_path / "rec"), (str(Path(trained_dir) / "codebook"), tmp_path / "ids")):
+        run = subprocess.run([sys.executable, str(REPO / "recipes" / "add_items.py"), "--model", source, "--items", str(items),
+                              "--output_dir", str(out), "--encoder", tiny_encoder_dir], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert "added 2 item(s)" in run.stdout
+    before = SemanticIdCodebook.from_pretrained(Path(trained_dir) / "codebook")
+    rec = RecommendationPipeline.from_pretrained(tmp_path / "rec")
+    ids = SemanticIdCodebook.from_pretrained(tmp_path / "ids")
+    for codebook in (rec.codebook, ids):
+        assert codebook.sequences[: len(before)] == before.sequences and codebook.item_ids[-2:] == ["new1", "new2"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,name\nx,y\n")
+    run = subprocess.run([sys.executable, str(REPO / "recipes" / "add_items.py"), "--model", trained_dir, "--items", str(bad),
+                          "--output_dir", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "bad.csv: missing column(s) ['title']" in run.stderr
+    assert not (tmp_path / "bad").exists()
