@@ -58,7 +58,7 @@ class ReproduceArguments:
     rec_config: str = field(default="recipes/configs/finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_steps: int = field(default=300, metadata={"help": "Training steps for every from-scratch recommender."})
     budget: int = field(default=60, metadata={"help": "History token budget of the main comparison."})
-    budgets: str = field(default="30,60,120", metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
+    budgets: str = field(default="30,60", metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
     eval_users: int = field(default=1000, metadata={"help": "Test users evaluated (the first N; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
