@@ -105,7 +105,8 @@ def results_markdown(summary: dict) -> str:
         f"- reconstruction error {num(ids['recon_mse_uniform'])} (per item), {num(ids['recon_mse_unigram'])} (per interaction)",
         "- plot: `length_vs_popularity.png`", "",
         "## Time", "",
-        "| step | seconds |", "|---|---|", *(f"| {k} | {v:.0f} |" for k, v in t.items()), "",
+        "| step | seconds |", "|---|---|",
+        *(f"| {k} | {'reused from an earlier run' if k in summary['reused_steps'] else f'{v:.0f}'} |" for k, v in t.items()), "",
         f"Machine: {summary['machine']}. Fine-tuning: {summary['finetune']['steps']} steps; "
         f"train loss {num(summary['finetune'].get('train_loss'))}.", "",
     ])
@@ -116,6 +117,8 @@ def main(args: QuickstartArguments) -> None:
     out = Path(args.output_dir)
     data_dir, ids_dir, model_dir = out / "data", out / "ids", out / "model"
     timings: dict[str, float] = {}
+    reused = [name for name, done in (("prepare + embed", data_dir / "stats.json"), ("semantic IDs", ids_dir / "metrics.json"),
+                                      ("fine-tuning", model_dir / CONFIG_FILE)) if done.exists()]
     start = time.time()
 
     def say(message: str) -> None:
@@ -183,6 +186,7 @@ def main(args: QuickstartArguments) -> None:
         "finetune": {"steps": _trained_steps(model_dir),
                      **{k: v for k, v in recommender.config.get("metrics", {}).items() if k in ("train_loss", "train_runtime")}},
         "evaluation": evaluation, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "reused_steps": reused,
     }
     write_json(out / "results.json", summary)
     (out / "results.md").write_text(results_markdown(summary))

@@ -43,3 +43,4 @@ def test_quickstart_runs_every_step_under_accelerate_launch_and_writes_its_repor
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert again.returncode == 0 and "trained model found" in again.stdout  # finished steps are skipped
+    assert "| fine-tuning | reused from an earlier run |" in (out / "results.md").read_text()
