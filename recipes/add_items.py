@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sid4llm.cli import parse_config_and_args
+from sid4llm.data import DataFormatError, read_item_file
 from sid4llm.embeddings import encode_texts, item_text
 from sid4llm.ids import SemanticIdCodebook
 from sid4llm.pipeline import RecommendationPipeline
@@ -30,24 +31,14 @@ class AddItemsArguments:
 
 
 def read_items(path: str):
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"error: --items: file not found: {p}")
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        frame = pd.read_json(p, lines=suffix == ".jsonl", dtype={"item_id": str})
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(p)
-    else:
-        frame = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype={"item_id": str}, keep_default_na=False)
-    missing = [c for c in ("item_id", "title") if c not in frame.columns]
-    if missing:
-        raise SystemExit(f"error: {p}: missing column(s) {missing}; found {list(frame.columns)}")
-    blank = [i + 2 for i, v in enumerate(frame["item_id"].astype(str)) if not v.strip()]
+    """The new items, read and turned into text columns exactly as scripts/prepare_data.py reads an item file."""
+    try:
+        frame = read_item_file(path, "item_id", require=("item_id", "title"))
+    except DataFormatError as err:
+        raise SystemExit(f"error: --items: {err}") from None
+    blank = [i + 2 for i, v in enumerate(frame["item_id"]) if not v.strip()]
     if blank:
-        raise SystemExit(f"error: {p}: empty item_id on line(s) {blank[:5]}")
+        raise SystemExit(f"error: {path}: empty item_id on line(s) {blank[:5]}")
     return frame
 
 
@@ -60,8 +51,8 @@ def main(args: AddItemsArguments) -> None:
     if not args.model or not args.items or not args.output_dir:
         raise SystemExit("error: --model, --items and --output_dir are required")
     frame = read_items(args.items)
-    item_ids = frame["item_id"].astype(str).tolist()
-    titles = frame["title"].astype(str).tolist()
+    item_ids = frame["item_id"].tolist()
+    titles = frame["title"].tolist()
     texts = [item_text(row, args.text_template) for row in frame.to_dict("records")]
     try:
         if (Path(args.model) / "codebook_config.json").is_file():

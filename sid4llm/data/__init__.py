@@ -8,6 +8,7 @@ from .readers import (
     read_amazon,
     read_amazon2023,
     read_generic,
+    read_item_file,
     read_movielens,
     read_recbole_atomic,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "read_amazon",
     "read_amazon2023",
     "read_generic",
+    "read_item_file",
     "read_movielens",
     "read_recbole_atomic",
 ]

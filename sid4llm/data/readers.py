@@ -400,6 +400,37 @@ def _pick_column(df: pd.DataFrame, chosen: str | None, aliases: tuple[str, ...],
     )
 
 
+def read_item_file(item_file: str | Path, item_column: str | None = None, require: Iterable[str] = (),
+                   known_items: set[str] | None = None, interactions_path: Path | None = None) -> pd.DataFrame:
+    """An item file (CSV / TSV / Parquet / JSONL) as the items frame: ``item_id`` (column detected or given)
+    and the text columns ``title``, ``categories`` (a list; "a|b;c,d" strings are split), ``brand``,
+    ``description`` (other string columns are appended to it). ``require`` names columns that must exist;
+    with ``known_items``, an item outside it is an error naming its line (metadata for an unknown item)."""
+    ipath = _require_file(Path(item_file), "item file")
+    it = _read_table(ipath)
+    _require_columns(it, require, ipath)
+    icol = _pick_column(it, item_column if item_column in it.columns else None, ITEM_ALIASES, "item", ipath)
+    item_first_line = 2 if ipath.name.lower().removesuffix(".gz").endswith((".csv", ".tsv", ".txt")) else 1
+    extra_cols = [c for c in it.columns if c not in (icol, *TEXT_COLUMNS) and pd.api.types.is_string_dtype(it[c])]
+    rows = []
+    for row_no, rec in enumerate(it.to_dict("records")):
+        item_id = str(rec[icol])
+        if known_items is not None and item_id not in known_items:
+            raise DataFormatError(
+                f"{ipath}, line {item_first_line + row_no}: item {item_id!r} has metadata but no interaction "
+                f"in {interactions_path} (wrong item column or mismatched files?)"
+            )
+        cats = rec.get("categories")
+        if isinstance(cats, str):
+            cats = [c.strip() for c in re.split(r"[|;,]", cats) if c.strip()]
+        description = " ".join(
+            _text_list(rec.get("description")) + [str(rec[c]) for c in extra_cols if isinstance(rec[c], str) and rec[c]]
+        )
+        rows.append({"item_id": item_id, "title": str(rec.get("title") or ""), "categories": _text_list(cats),
+                     "brand": str(rec.get("brand") or ""), "description": description})
+    return _items_frame(rows)
+
+
 def read_generic(
     interactions: str | Path,
     item_file: str | Path | None = None,
@@ -426,27 +457,5 @@ def read_generic(
                                 df["rating"] if "rating" in df.columns else None)
     items = None
     if item_file is not None:
-        ipath = _require_file(Path(item_file), "item file")
-        it = _read_table(ipath)
-        icol = _pick_column(it, item_column if item_column in it.columns else None, ITEM_ALIASES, "item", ipath)
-        item_first_line = 2 if ipath.name.lower().removesuffix(".gz").endswith((".csv", ".tsv", ".txt")) else 1
-        known = set(inter["item_id"])
-        extra_cols = [c for c in it.columns if c not in (icol, *TEXT_COLUMNS) and pd.api.types.is_string_dtype(it[c])]
-        rows = []
-        for row_no, rec in enumerate(it.to_dict("records")):
-            item_id = str(rec[icol])
-            if item_id not in known:
-                raise DataFormatError(
-                    f"{ipath}, line {item_first_line + row_no}: item {item_id!r} has metadata but no interaction "
-                    f"in {path} (wrong item column or mismatched files?)"
-                )
-            cats = rec.get("categories")
-            if isinstance(cats, str):
-                cats = [c.strip() for c in re.split(r"[|;,]", cats) if c.strip()]
-            description = " ".join(
-                _text_list(rec.get("description")) + [str(rec[c]) for c in extra_cols if isinstance(rec[c], str) and rec[c]]
-            )
-            rows.append({"item_id": item_id, "title": str(rec.get("title") or ""), "categories": _text_list(cats),
-                         "brand": str(rec.get("brand") or ""), "description": description})
-        items = _items_frame(rows)
+        items = read_item_file(item_file, item_column, known_items=set(inter["item_id"]), interactions_path=path)
     return RawData(inter, items, f"file:{path.name}", [str(path)] + ([str(item_file)] if item_file else []))
