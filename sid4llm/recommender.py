@@ -173,15 +173,8 @@ class SidRecommender:
         rebuilt on next use. A new item that collides with an existing ID needs a disambiguation token; the
         tokenizer reserves a few (``reserve_disambiguation_tokens``) and running out is an error that changes
         nothing."""
-        import copy
-
         available = len(self.vocab.id_token_ids) - self.codebook.vocab_size
-        trial = copy.deepcopy(self.codebook)
-        trial.add_items(item_ids, embeddings, titles)
-        if trial.num_disambiguation_tokens > available:
-            raise ValueError(f"adding these items needs {trial.num_disambiguation_tokens} disambiguation tokens but the "
-                             f"tokenizer reserves {available}; fine-tune with a larger --reserve_disambiguation_tokens")
-        return self.codebook.add_items(item_ids, embeddings, titles)
+        return self.codebook.add_items(item_ids, embeddings, titles, max_disambiguation_tokens=available)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:

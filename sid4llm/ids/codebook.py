@@ -146,8 +146,13 @@ class SemanticIdCodebook:
         return encode_in_batches(self.model, validate_embeddings(embeddings, self.embedding_dim), batch_size)
 
     def add_items(self, item_ids: Sequence[str], embeddings: np.ndarray | torch.Tensor,
-                  titles: Sequence[str] | None = None) -> list[tuple[int, ...]]:
-        """Append new items (popularity 0) without changing any existing ID; returns their IDs."""
+                  titles: Sequence[str] | None = None,
+                  max_disambiguation_tokens: int | None = None) -> list[tuple[int, ...]]:
+        """Append new items (popularity 0) without changing any existing ID; returns their IDs.
+
+        All IDs are worked out before anything changes: an item already present, or more disambiguation tokens
+        than ``max_disambiguation_tokens`` (what a tokenizer reserved), is an error that leaves the codebook as
+        it was."""
         dup = [i for i in item_ids if i in self._index]
         if dup:
             raise IdInputError(f"items already in the codebook: {dup[:5]}")
@@ -155,11 +160,17 @@ class SemanticIdCodebook:
         taken = defaultdict(int)
         for seq, d in zip(self.codes, self.disambiguation):
             taken[seq] = max(taken[seq], int(d) + 1)
-        new_ids = []
-        for item, row, n in zip(item_ids, codes.numpy(), lengths.numpy()):
+        planned = []
+        for row, n in zip(codes.numpy(), lengths.numpy()):
             seq = tuple(row[:n].tolist())
-            d = taken[seq]
+            planned.append((seq, taken[seq]))
             taken[seq] += 1
+        needed = max([self.num_disambiguation_tokens, *(d for _, d in planned)])
+        if max_disambiguation_tokens is not None and needed > max_disambiguation_tokens:
+            raise IdInputError(f"adding these items needs {needed} disambiguation tokens but the tokenizer reserves "
+                               f"{max_disambiguation_tokens}; fine-tune with a larger --reserve_disambiguation_tokens")
+        new_ids = []
+        for item, (seq, d) in zip(item_ids, planned):
             self.codes.append(seq)
             self.disambiguation = np.append(self.disambiguation, d)
             self.popularity = np.append(self.popularity, 0)
