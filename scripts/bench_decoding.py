@@ -13,7 +13,6 @@ unconstrained) and the invalid-ID rates.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.models import load_tokenizer
 from sid4llm.recommender import SidRecommender, recommendation_generation_config
 from sid4llm.tokenization import IdVocabulary, init_id_embeddings
+from sid4llm.workflow import write_json
 
 
 @dataclass
@@ -166,8 +166,7 @@ def main(args: DecodingBenchArguments) -> dict:
     print(f"\nspeedup vs prefix_allowed_tokens_fn: {result['speedup_vs_prefix_allowed_tokens_fn']}x; "
           f"overhead vs unconstrained: {result['overhead_vs_unconstrained']}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return result
 
 

@@ -9,7 +9,6 @@ examples (valid split, sequential task, answer tokens only) before training and 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from sid4llm.finetuning import (
     load_codebook,
 )
 from sid4llm.tasks import IGNORE_INDEX, TaskArguments, build_task_examples, tokenize_examples
+from sid4llm.workflow import write_json
 
 
 @dataclass
@@ -84,8 +84,7 @@ def main(args: InitBenchArguments) -> list[dict]:
         print(row, flush=True)
         rows.append(row)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json, rows)
     return rows
 
 

@@ -9,7 +9,6 @@ and separately without it), so the numbers compare across batch sizes and device
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import tempfile
@@ -23,6 +22,7 @@ from sid4llm.cli import parse_config_and_args
 from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
 from sid4llm.models import load_tokenizer
 from sid4llm.tasks import IGNORE_INDEX, TaskArguments
+from sid4llm.workflow import write_json
 
 
 @dataclass
@@ -89,8 +89,7 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
     print("|" + "---|" * len(result))
     print("| " + " | ".join(str(v) for v in result.values()) + " |")
     if bench.json:
-        with open(bench.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(bench.json, result)
 
 
 if __name__ == "__main__":

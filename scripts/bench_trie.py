@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ import torch
 from sid4llm.cli import parse_config_and_args
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.trie import IdTrie
+from sid4llm.workflow import write_json
 
 
 @dataclass
@@ -52,8 +52,7 @@ def main(args: TrieBenchArguments) -> list[dict]:
     for r in rows:
         print(f"| {r['n_items']:,} | {r['trie_build_seconds']} | {r['trie_mib']} | {r['nodes']:,} | {r['mask_4096_rows_ms']} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json, rows)
     return rows
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 
 from sid4llm.cli import parse_config_and_args
@@ -29,7 +27,7 @@ from sid4llm.evaluation import evaluate_recommender, format_table
 from sid4llm.pipeline import RecommendationPipeline
 from sid4llm.recommender import CONFIG_FILE
 from sid4llm.titles import normalize_title
-from sid4llm.workflow import finetune_step, id_method, train_ids_step, write_json
+from sid4llm.workflow import finetune_step, id_method, machine_description, train_ids_step, write_json
 
 
 @dataclass
@@ -117,8 +115,9 @@ def main(args: QuickstartArguments) -> None:
     out = Path(args.output_dir)
     data_dir, ids_dir, model_dir = out / "data", out / "ids", out / "model"
     timings: dict[str, float] = {}
-    reused = [name for name, done in (("prepare + embed", data_dir / "stats.json"), ("semantic IDs", ids_dir / "metrics.json"),
-                                      ("fine-tuning", model_dir / CONFIG_FILE)) if done.exists()]
+    outputs = {"prepare + embed": data_dir / "stats.json", "semantic IDs": ids_dir / "metrics.json",
+               "fine-tuning": model_dir / CONFIG_FILE}  # a step whose output exists is skipped
+    reused = [step for step, path in outputs.items() if path.exists()]
     start = time.time()
 
     def say(message: str) -> None:
@@ -127,7 +126,7 @@ def main(args: QuickstartArguments) -> None:
 
     with state.main_process_first():  # data and IDs: the main process builds, the others then load
         t = time.time()
-        if not (data_dir / "stats.json").exists():
+        if "prepare + embed" not in reused:
             say(f"[1/5] preparing {args.dataset} and embedding its items → {data_dir}")
             prepare_dataset(PrepareDataArguments(output_dir=str(data_dir), dataset=args.dataset, item_file=args.item_file,
                                                  encoder=args.encoder, max_users=args.max_users))
@@ -145,7 +144,7 @@ def main(args: QuickstartArguments) -> None:
 
     t = time.time()
     say(f"[3/5] extending the tokenizer and fine-tuning ({args.finetune_config}) → {model_dir}")
-    if (model_dir / CONFIG_FILE).exists():
+    if "fine-tuning" in reused:
         say("      trained model found (delete it to retrain)")
     recommender = finetune_step(args.finetune_config, data_dir, ids_dir / "codebook", model_dir,
                                 model_name_or_path=args.model_name_or_path, max_steps=args.max_steps,
@@ -177,8 +176,7 @@ def main(args: QuickstartArguments) -> None:
     m = codebook.metrics
     summary = {
         "command": "make quickstart", "arguments": asdict(args), "eval_k": ks, "model_label": model_label(recommender),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"
-                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
+        "machine": machine_description(),
         "dataset": {k: data.stats.get(k) for k in ("source", "n_users", "n_items", "n_interactions", "density")},
         "ids": {k: m.get(k) for k in ("method", "variable_length", "vocab_size", "max_length", "mean_length_uniform",
                                       "mean_length_unigram", "recon_mse_uniform", "recon_mse_unigram",

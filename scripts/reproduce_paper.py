@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
 from sid4llm.tasks import budget_history
-from sid4llm.workflow import finetune_step, train_ids_step, write_json
+from sid4llm.workflow import finetune_step, machine_description, train_ids_step, write_json
 
 IDS_CONFIGS = {"varlen": "recipes/configs/ids/varlen_dvae.yaml", "fixed": "recipes/configs/ids/fixed_dvae.yaml",
                "rqkmeans": "recipes/configs/ids/rqkmeans.yaml", "reinforce": "recipes/configs/ids/reinforce.yaml"}
@@ -178,8 +176,7 @@ def main(args: ReproduceArguments) -> None:
     results = {
         "command": "python scripts/reproduce_paper.py " + " ".join(f"--{k} {v}" for k, v in asdict(args).items()
                                                                   if v is not None),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"
-                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
+        "machine": machine_description(),
         "dataset": {k: data.stats.get(k) for k in ("source", "n_users", "n_items", "n_interactions", "density")},
         "arguments": asdict(args), "main_varlen": main_varlen, "ids": ids, "recommenders": recs,
         "budget_sweep": sweep, "llm": llm, "paper": {"claim1": PAPER_CLAIM1, "claim2_yambda": PAPER_CLAIM2},

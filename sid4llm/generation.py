@@ -6,8 +6,8 @@
    after the ID closes (chat).
 2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
    trie that reuses the prompt's KV cache (tree attention: one new token per beam per step, all beams of a
-   user in one sequence) and scores
-   only the ID tokens' rows of the LM head (normalised over them), in batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
+   user in one sequence) and scores only the ID tokens' rows of the LM head (normalised over them), in
+   batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
    the search stops as soon as no open beam can beat the K-th finished item.
 """
 

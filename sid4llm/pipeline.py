@@ -108,12 +108,12 @@ class RecommendationPipeline:
         if len(items) < k:
             more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles")
             items += [m["index"] for m in more]
-        titles = [self._item(i)["title"] for i in items]
-        listing = "\n".join(f"{n}. {t}" for n, t in enumerate(titles, 1))
-        heard = ("You mentioned: " + "; ".join(self._item(i)["title"] for i in named) + ".\n") if named else ""
-        content = f"{heard}{text}\n\nRecommended for you:\n{listing}".strip() if text else f"{heard}Recommended for you:\n{listing}"
-        return {"role": "assistant", "content": content, "items": [self._item(i) for i in items],
-                "history": [self._item(i) for i in named]}
+        recommended, understood = [self._item(i) for i in items], [self._item(i) for i in named]
+        listing = "\n".join(f"{n}. {item['title']}" for n, item in enumerate(recommended, 1))
+        heard = ("You mentioned: " + "; ".join(item["title"] for item in understood) + ".\n") if understood else ""
+        said = f"{text}\n\n" if text else ""
+        content = f"{heard}{said}Recommended for you:\n{listing}"
+        return {"role": "assistant", "content": content, "items": recommended, "history": understood}
 
     def _answer(self, messages: list[dict], named: list[int], max_new_tokens: int) -> tuple[str, list[int]]:
         """The model's own words for this turn, with the history restated as the trained prompt does."""

@@ -80,6 +80,16 @@ def finetune_step(finetune_config: str | Path, data_dir: str | Path, codebook_di
     return run_finetune(model_args, data_args, task_args, training_args)
 
 
+def machine_description() -> str:
+    """What a reported time ran on: architecture, CPU threads torch uses, the GPU if any."""
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {torch.get_num_threads()} CPU threads, {gpu}"
+
+
 def write_json(path: str | Path, value: Any) -> None:
     """JSON written atomically (numpy scalars as numbers), so a killed run never leaves half a file."""
     path = Path(path)
