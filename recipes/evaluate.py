@@ -23,9 +23,15 @@ class EvaluateArguments:
     split: str = field(default="test", metadata={"help": "valid or test."})
     output: str | None = field(default=None, metadata={"help": "Write metrics here as JSON."})
     k: str = field(default="1,5,10,20", metadata={"help": "Cut-offs."})
-    num_beams: int | None = field(default=None, metadata={"help": "Beam width (default: the largest K)."})
+    num_beams: int | None = field(default=None, metadata={"help": "Beam width (default: the saved generation config's, "
+                                                                   "at least the largest K)."})
     batch_size: int = field(default=16, metadata={"help": "Users per batch."})
-    max_users: int | None = field(default=None, metadata={"help": "Evaluate only the first N users (quick runs)."})
+    max_users: int | None = field(default=None, metadata={"help": "Evaluate a seeded random sample of N users (quick runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the user sample."})
+    exclude_seen: bool = field(default=True, metadata={"help": "Leave each user's history items out of its list "
+                                                                "(model and most-popular alike), as the field does."})
+    report_with_seen: bool = field(default=True, metadata={"help": "Also decode with history items allowed and report "
+                                                                    "model_with_seen / most_popular_with_seen."})
     invalid_rate_users: int = field(default=64, metadata={"help": "Users for the unconstrained invalid-ID rate (0 = skip)."})
 
 
@@ -39,7 +45,8 @@ def main(args: EvaluateArguments) -> None:
     data = PreparedData.load(args.data_dir)
     ks = [int(k) for k in args.k.split(",")]
     result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,
-                                  args.max_users, args.invalid_rate_users, accelerator)
+                                  args.max_users, args.invalid_rate_users, accelerator,
+                                  exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed)
     if accelerator.is_main_process:
         print(format_table(result, ks))
         if args.output:

@@ -70,7 +70,7 @@ def python_trie(rec: SidRecommender) -> dict:
     root: dict = {}
     for item in range(len(rec.codebook)):
         node = root
-        for token in rec.vocab.item_token_ids(item)[1:]:
+        for token in rec.vocab.stream_item_token_ids(item):
             node = node.setdefault(token, {})
     return root
 
@@ -101,12 +101,12 @@ def generate_batches(rec: SidRecommender, histories, args, processor_factory=Non
         if prefix_fn_factory:
             kwargs["prefix_allowed_tokens_fn"] = prefix_fn_factory(width)
         config = recommendation_generation_config(rec.vocab, args.num_beams)
+        config.eos_token_id = [rec.vocab.end_id]  # one ID, starting right after the prompt
         with torch.no_grad():
             out = rec.model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **kwargs)
         out = out.reshape(len(prompts), args.num_beams, -1)
         for user, rows in zip(batch, out):
-            found = rec.vocab.parse_token_ids(rows[0, width - 1:].tolist())
-            results[user] = found[0] if found else None
+            results[user] = rec.vocab.parse_stream_item(rows[0, width:].tolist())
     return results
 
 
@@ -131,9 +131,9 @@ def main(args: DecodingBenchArguments) -> dict:
 
     methods = {
         "recommend (ours, KV cache + ID rows)": lambda: [r[0]["index"] for r in rec.recommend(
-            histories, k=args.num_beams, num_beams=args.num_beams, batch_size=args.batch_size)],
+            histories, k=args.num_beams, num_beams=args.num_beams, batch_size=args.batch_size, exclude_seen=False)],
         "generate + TrieLogitsProcessor (ours)": lambda: generate_batches(
-            rec, histories, args, processor_factory=lambda w: TrieLogitsProcessor(rec.decoder, w - 1, "id")),
+            rec, histories, args, processor_factory=lambda w: TrieLogitsProcessor(rec.decoder, w, "id")),
         "generate + prefix_allowed_tokens_fn": lambda: generate_batches(rec, histories, args, prefix_fn_factory=prefix_fn_factory),
         "generate, unconstrained": lambda: generate_batches(rec, histories, args),
     }

@@ -1,14 +1,18 @@
-"""Fine-tuning throughput: tokens/s and peak memory of the finetune recipe for a few steps.
+"""Fine-tuning throughput: item targets/s, tokens/s and peak memory of the finetune recipe for a few steps.
 
-    python scripts/bench_finetune.py --config recipes/configs/finetune/smollm2_lora.yaml \
-        --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 --json outputs/bench_finetune.json
+    python scripts/bench_finetune.py --config recipes/configs/finetune/from_scratch.yaml \
+        --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
+        --compare "scratch_tokenizer=text|ids" --json outputs/bench_finetune.json
 
-Takes every flag of recipes/finetune.py. Counts the tokens the model actually processed (padding included,
-and separately without it), so the numbers compare across batch sizes and devices.
+Takes every flag of recipes/finetune.py. ``--compare FIELD=A|B`` runs once per value of one argument, side by
+side in one table (e.g. ``scratch_tokenizer=text|ids``: a text vocabulary vs an ID-only one; ``id_softmax=false|true``:
+the whole-vocabulary loss vs the ID-token one). Counts what the model actually processed: tokens (padding
+included, and without it) and item targets (the end markers it learned to write).
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 import resource
 import tempfile
@@ -16,12 +20,17 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DataCollatorForSeq2Seq, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
-from sid4llm.models import load_tokenizer
-from sid4llm.tasks import IGNORE_INDEX, TaskArguments
+from sid4llm.finetuning import (
+    ModelArguments,
+    SidDataArguments,
+    build_vocab,
+    load_codebook,
+    run_finetune,
+)
+from sid4llm.tasks import PackedCollator, TaskArguments
 from sid4llm.workflow import write_json
 
 
@@ -29,6 +38,7 @@ from sid4llm.workflow import write_json
 class BenchArguments:
     json: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
     warmup_steps_excluded: int = field(default=2, metadata={"help": "Steps not timed (allocation, first-call overhead)."})
+    compare: str | None = field(default=None, metadata={"help": "FIELD=A|B: one run per value of one argument, side by side."})
 
 
 class StepTimer(TrainerCallback):
@@ -45,24 +55,26 @@ class StepTimer(TrainerCallback):
             self.step_times.append(time.perf_counter() - self._start)
 
 
-class CountingCollator(DataCollatorForSeq2Seq):
-    """The recipe's collator, recording each batch's padded and real token counts."""
+class CountingCollator(PackedCollator):
+    """The recipe's collator, recording each batch's padded and real token counts and its item targets."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.padded, self.real = [], []
+    def __init__(self, pad_token_id: int, end_id: int):
+        super().__init__(pad_token_id)
+        self.end_id, self.padded, self.real, self.targets = end_id, [], [], []
 
-    def __call__(self, features, return_tensors=None):
-        batch = super().__call__(features, return_tensors)
+    def __call__(self, rows):
+        batch = super().__call__(rows)
         self.padded.append(int(batch["input_ids"].numel()))
-        self.real.append(int(batch["attention_mask"].sum()))
+        self.real.append(sum(len(r["input_ids"]) for r in rows))
+        self.targets.append(int((batch["labels"] == self.end_id).sum()))
         return batch
 
 
-def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> None:
+def run_one(model_args, data_args, task_args, training_args, bench: BenchArguments) -> dict:
     timer = StepTimer(bench.warmup_steps_excluded)
-    tokenizer = load_tokenizer(model_args.model_name_or_path)
-    collator = CountingCollator(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    codebook = load_codebook(data_args.codebook)
+    vocab = build_vocab(model_args, codebook, task_args.text_tasks)  # the token ids the run will use
+    collator = CountingCollator(vocab.tokenizer.pad_token_id, vocab.end_id)
     data_args.eval_examples = 0
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -72,12 +84,14 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
     skip, steps, timed = bench.warmup_steps_excluded, len(timer.step_times), sum(timer.step_times)
     accumulation = training_args.gradient_accumulation_steps
     window = slice(skip * accumulation, (skip + steps) * accumulation)
-    padded, real = sum(collator.padded[window]), sum(collator.real[window])
-    result = {
+    padded, real, targets = (sum(c[window]) for c in (collator.padded, collator.real, collator.targets))
+    return {
         "model": model_args.model_name_or_path, "peft": model_args.use_peft and not model_args.from_scratch,
-        "from_scratch": model_args.from_scratch, "batch_size": training_args.per_device_train_batch_size,
+        "from_scratch": model_args.from_scratch, "vocabulary": len(vocab.tokenizer),
+        "batch_size": training_args.per_device_train_batch_size,
         "gradient_accumulation_steps": accumulation, "timed_steps": steps,
         "seconds_per_step": round(timed / max(steps, 1), 3),
+        "item_targets_per_second": round(targets / timed, 1) if timed else None,
         "tokens_per_second_padded": round(padded / timed, 1) if timed else None,
         "tokens_per_second_real": round(real / timed, 1) if timed else None,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
@@ -85,16 +99,38 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
         "wall_seconds_including_load": round(wall, 1), "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
     }
-    print("| " + " | ".join(result) + " |")
-    print("|" + "---|" * len(result))
-    print("| " + " | ".join(str(v) for v in result.values()) + " |")
+
+
+def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> list[dict]:
+    variants = [("as configured", {})]
+    if bench.compare:
+        name, _, values = bench.compare.partition("=")
+        variants = [(f"{name}={v}", {name: v}) for v in values.split("|")]
+    rows = []
+    for label, change in variants:
+        args = [copy.deepcopy(a) for a in (model_args, data_args, task_args, training_args)]
+        for key, value in change.items():
+            owner = next((a for a in args if hasattr(a, key)), None)
+            if owner is None:
+                raise SystemExit(f"--compare: no argument named {key!r}")
+            current = getattr(owner, key)
+            setattr(owner, key, value.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(value)
+                    if current is not None else value)
+        args[3].output_dir = tempfile.mkdtemp(prefix="bench_finetune_")
+        rows.append({"variant": label, **run_one(*args, bench)})
+        print(rows[-1], flush=True)
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    peak_note = "peak_rss_gib is the process's peak so far: in one run, compare variants by time, not memory"
     if bench.json:
-        write_json(bench.json, result)
+        write_json(bench.json, {"rows": rows, "note": peak_note if len(rows) > 1 else None})
+    return rows
 
 
 if __name__ == "__main__":
     model_args, data_args, task_args, training_args, bench_args = parse_config_and_args(
         [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments, BenchArguments])
-    if training_args.output_dir in (None, "", "trainer_output"):
-        training_args.output_dir = tempfile.mkdtemp(prefix="bench_finetune_")
     main(model_args, data_args, task_args, training_args, bench_args)

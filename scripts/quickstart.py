@@ -43,7 +43,7 @@ class QuickstartArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the config's causal LM."})
     max_steps: int | None = field(default=None, metadata={"help": "Override the config's fine-tuning steps."})
     per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Override the config's batch size."})
-    eval_users: int = field(default=1000, metadata={"help": "Test users to evaluate (the first N; 0 = all)."})
+    eval_users: int = field(default=1000, metadata={"help": "Test users to evaluate (a seeded random sample; 0 = all)."})
     eval_k: str = field(default="1,5,10", metadata={"help": "Cut-offs for the results table."})
     eval_batch_size: int = field(default=16, metadata={"help": "Users per decoding batch."})
     chat_k: int = field(default=5, metadata={"help": "Items per chat answer in the transcript."})

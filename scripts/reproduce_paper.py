@@ -32,7 +32,7 @@ import numpy as np
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.evaluation import evaluate_recommender
+from sid4llm.evaluation import evaluate_recommender, sample_users
 from sid4llm.tasks import budget_history
 from sid4llm.workflow import finetune_step, machine_description, train_ids_step, write_json
 
@@ -57,7 +57,7 @@ class ReproduceArguments:
     rec_steps: int = field(default=300, metadata={"help": "Training steps for every from-scratch recommender."})
     budget: int = field(default=60, metadata={"help": "History token budget of the main comparison."})
     budgets: str = field(default="30,60", metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
-    eval_users: int = field(default=1000, metadata={"help": "Test users evaluated (the first N; 0 = all)."})
+    eval_users: int = field(default=1000, metadata={"help": "Test users evaluated (a seeded random sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
@@ -81,9 +81,10 @@ def id_runs(args: ReproduceArguments, anneal_epochs: float = 1.0) -> list[tuple[
 def history_usage(data: PreparedData, recommender, budget: int, users: int | None) -> dict:
     """What the token budget actually buys on the evaluated test histories: tokens and items used."""
     vocab, args = recommender.vocab, recommender.prompt_builder.args
-    histories = list(data.sequences["test"]["history"])[:users]
+    all_histories = list(data.sequences["test"]["history"])
+    histories = [all_histories[u] for u in sample_users(len(all_histories), users)]  # the users evaluated
     kept = [budget_history(h, vocab, budget, args.max_history_items) for h in histories]
-    tokens = [sum(vocab.id_token_count(i) for i in k) for k in kept]
+    tokens = [len(vocab.stream_token_ids(k)) for k in kept]
     return {"history_tokens_used": float(np.mean(tokens)), "history_items_used": float(np.mean([len(k) for k in kept]))}
 
 
@@ -94,8 +95,7 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
         return json.loads(result_file.read_text())
     start = time.time()
     # The budget alone limits the history (no item cap), as in the paper.
-    overrides = {"max_history_items": 10**4, "max_examples_per_task": 12_000,
-                 "model_name_or_path": args.model_name_or_path, **overrides}
+    overrides = {"max_history_items": None, "model_name_or_path": args.model_name_or_path, **overrides}
     rec = finetune_step(config, args.data_dir, codebook_dir, out, max_steps=steps, seed=seed, example_seed=seed,
                         history_token_budget=budget, save_steps=10**6, eval_examples=0, **overrides)
     train_seconds = time.time() - start

@@ -57,9 +57,26 @@ def ranking_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int], n_i
     return out
 
 
-def most_popular_rankings(popularity: np.ndarray, n_users: int, k: int) -> list[list[int]]:
-    top = np.argsort(-popularity, kind="stable")[:k].tolist()
-    return [top] * n_users
+def most_popular_rankings(popularity: np.ndarray, histories: Sequence[Sequence[int]], k: int,
+                          exclude_seen: bool = True) -> list[list[int]]:
+    """The ``k`` most popular train items for every user (without the user's own history items when
+    ``exclude_seen``): the floor every model must beat, ranked under the same rule as the model."""
+    order = np.argsort(-popularity, kind="stable")
+    if not exclude_seen:
+        return [order[:k].tolist()] * len(histories)
+    lists = []
+    for history in histories:
+        seen = set(history)
+        lists.append([int(i) for i in order[: k + len(seen)] if int(i) not in seen][:k])
+    return lists
+
+
+def sample_users(n_users: int, max_users: int | None, seed: int = 0) -> list[int]:
+    """All users, or a seeded random sample of ``max_users`` of them (in user order): a quick evaluation
+    should look like the full one, and the first users of a file are not a random sample."""
+    if not max_users or max_users >= n_users:
+        return list(range(n_users))
+    return sorted(np.random.default_rng(seed).choice(n_users, size=max_users, replace=False).tolist())
 
 
 def load_metric():
@@ -71,42 +88,41 @@ def load_metric():
 
 def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
                          num_beams: int | None = None, batch_size: int = 16, max_users: int | None = None,
-                         invalid_rate_users: int = 64, accelerator=None, show_progress: bool = True) -> dict:
-    """Constrained top-K for every user of ``split``, metrics against the held-out targets, the
-    most-popular floor, and the invalid-ID rate of unconstrained beam search on a sample of users.
+                         invalid_rate_users: int = 64, accelerator=None, show_progress: bool = True,
+                         exclude_seen: bool = True, report_with_seen: bool = False, seed: int = 0) -> dict:
+    """Constrained top-K for the users of ``split`` (all, or a seeded random ``max_users``), metrics against
+    the held-out targets, the most-popular floor on the same users under the same rule, and the invalid-ID
+    rate of unconstrained greedy decoding on a sample of users.
 
-    Under ``accelerate launch`` the users are split across processes and the rankings gathered (each user
-    counted once)."""
-    import time
-
+    ``exclude_seen`` (default) leaves each user's history items out of its list, for the model and the floor
+    alike, as evaluations in the field do. ``report_with_seen`` also decodes with history items allowed and
+    adds ``model_with_seen`` / ``most_popular_with_seen``. Under ``accelerate launch`` the users are split
+    across processes and the rankings gathered (each user counted once)."""
     from accelerate import Accelerator
-    from accelerate.utils import gather_object
 
     accelerator = accelerator or Accelerator()
     seq = data.sequences[split]
-    histories, targets = list(seq["history"]), list(seq["target"])
-    if max_users is not None:
-        histories, targets = histories[:max_users], targets[:max_users]
+    all_histories, all_targets = list(seq["history"]), list(seq["target"])
+    users = sample_users(len(all_histories), max_users, seed)
+    histories, targets = [all_histories[u] for u in users], [all_targets[u] for u in users]
     k_max = max(ks)
-    users = list(range(len(histories)))
-    start = time.time()
-    with accelerator.split_between_processes(users) as mine:
-        recs = recommender.recommend([histories[u] for u in mine], k=k_max, num_beams=num_beams,
-                                     batch_size=batch_size, show_progress=show_progress and accelerator.is_main_process)
-        local = [(u, [r["index"] for r in ranked]) for u, ranked in zip(mine, recs)]
-    gathered = sorted(gather_object(local))
-    seconds = time.time() - start
-    ranked = [r for _, r in gathered]
     n_items = len(recommender.codebook)
     popularity = np.asarray(data.item_popularity)
     id_lengths = recommender.codebook.id_lengths
-    model_metrics = ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
-    model_metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n_items) or any(i < 0 or i >= n_items for i in r)
-                                                               for r in ranked]))
-    model_metrics["users_per_second"] = len(ranked) / seconds if seconds else None
-    result = {"split": split, "model": model_metrics,
-              "most_popular": ranking_metrics(most_popular_rankings(popularity, len(targets), k_max), targets,
-                                              n_items, ks, popularity, id_lengths=id_lengths)}
+
+    def score(ranked: list[list[int]]) -> dict:
+        return ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
+
+    result = {"split": split, "exclude_seen": exclude_seen, "user_sample_seed": seed if max_users else None}
+    for name, exclude in [("", exclude_seen)] + ([("_with_seen", False)] if report_with_seen and exclude_seen else []):
+        ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
+                                             accelerator, show_progress)
+        metrics = score(ranked)
+        metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n_items) or any(i < 0 or i >= n_items for i in r)
+                                                             for r in ranked]))
+        metrics["users_per_second"] = len(ranked) / seconds if seconds else None
+        result["model" + name] = metrics
+        result["most_popular" + name] = score(most_popular_rankings(popularity, histories, k_max, exclude))
     if invalid_rate_users and accelerator.is_main_process:
         sample = histories[:invalid_rate_users]
         beams = recommender.generate_ids(sample, num_beams=1, constrained=False)
@@ -115,11 +131,29 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     return result
 
 
+def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude_seen, accelerator,
+                       show_progress) -> tuple[list[list[int]], float]:
+    """Every user's top-``k`` codebook indices (this process's share decoded here, all gathered) and the time."""
+    import time
+
+    from accelerate.utils import gather_object
+
+    start = time.time()
+    with accelerator.split_between_processes(list(range(len(histories)))) as mine:
+        recs = recommender.recommend([histories[u] for u in mine], k=k, num_beams=num_beams, batch_size=batch_size,
+                                     exclude_seen=exclude_seen,
+                                     show_progress=show_progress and accelerator.is_main_process)
+        local = [(u, [r["index"] for r in ranked]) for u, ranked in zip(mine, recs)]
+    return [r for _, r in sorted(gather_object(local))], time.time() - start
+
+
 def format_table(result: dict, ks: Sequence[int] = DEFAULT_KS) -> str:
-    """A markdown table: one row per method."""
+    """A markdown table: one row per method (``*_with_seen``: history items allowed in the list)."""
     cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + [f"coverage@{max(ks)}"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name in ("model", "most_popular"):
+    for name in ("model", "most_popular", "model_with_seen", "most_popular_with_seen"):
+        if name not in result:
+            continue
         m = result[name]
         lines.append(f"| {name} | " + " | ".join(
             "–" if m.get(c) is None or (isinstance(m.get(c), float) and math.isnan(m[c])) else f"{m[c]:.4f}"

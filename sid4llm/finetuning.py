@@ -10,19 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import PreparedData
+from .generation import IdDecoder, id_head_rows
 from .ids import SemanticIdCodebook
-from .models import load_causal_lm, load_tokenizer, scratch_model
+from .models import id_only_tokenizer, load_causal_lm, load_tokenizer, scratch_model
 from .recommender import SidRecommender, recommendation_generation_config
-from .tasks import IGNORE_INDEX, TaskArguments, build_task_examples, tokenize_examples
+from .tasks import (
+    IGNORE_INDEX,
+    PackedCollator,
+    TaskArguments,
+    build_segments,
+    pack_segments,
+    stream_tokens_per_item,
+)
 from .tokenization import IdVocabulary, init_id_embeddings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +40,10 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     model_name_or_path: str = field(
         default="default", metadata={"help": "Causal LM folder or Hub id; 'default' = bundled SmolLM2-135M-Instruct."})
-    from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting); the tokenizer still comes from model_name_or_path."})
+    from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting)."})
+    scratch_tokenizer: str = field(
+        default="auto", metadata={"help": "From scratch: ids (ID tokens and four specials only), text (model_name_or_path's "
+                                          "tokenizer, needed for text tasks) or auto (ids unless a text task is trained)."})
     scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
     scratch_layers: int = field(default=4, metadata={"help": "From scratch: layers."})
     scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
@@ -41,6 +52,8 @@ class ModelArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt ('all-linear' or comma-separated names)."})
+    id_softmax: bool = field(default=True, metadata={"help": "Score ID targets over the ID tokens only (the softmax "
+                                                             "decoding uses); False: over the whole vocabulary."})
     embedding_init: str = field(default="titles", metadata={"help": "New ID-token rows: titles, mean or random."})
     reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
 
@@ -67,12 +80,33 @@ def check_same_catalogue(codebook: SemanticIdCodebook, data: PreparedData) -> No
                          "(recipes/train_ids.py --data_dir ...)")
 
 
-def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, seed: int = 0):
-    tokenizer = load_tokenizer(model_args.model_name_or_path)
-    vocab = IdVocabulary.extend(tokenizer, codebook, extra_disambiguation=model_args.reserve_disambiguation_tokens)
+def scratch_uses_id_tokenizer(model_args: ModelArguments, text_tasks: bool) -> bool:
+    choice = model_args.scratch_tokenizer
+    if choice not in ("auto", "ids", "text"):
+        raise ValueError(f"scratch_tokenizer must be auto, ids or text, got {choice!r}")
+    if choice == "ids" and text_tasks:
+        raise ValueError("scratch_tokenizer=ids has no words for the natural_language/alignment tasks: "
+                         "use --scratch_tokenizer text or --tasks sequential")
+    return choice == "ids" or (choice == "auto" and not text_tasks)
+
+
+def build_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, text_tasks: bool = True) -> IdVocabulary:
+    """The tokenizer the model will use (ID-only, or the model's own), extended with the codebook's ID tokens."""
+    if model_args.from_scratch and scratch_uses_id_tokenizer(model_args, text_tasks):
+        tokenizer = id_only_tokenizer()
+    else:
+        tokenizer = load_tokenizer(model_args.model_name_or_path)
+    return IdVocabulary.extend(tokenizer, codebook, extra_disambiguation=model_args.reserve_disambiguation_tokens)
+
+
+def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, seed: int = 0,
+                          text_tasks: bool = True, max_positions: int = 1024):
+    """The (extended) tokenizer and the model: pretrained with new ID rows initialised, or from scratch."""
+    vocab = build_vocab(model_args, codebook, text_tasks)
+    tokenizer = vocab.tokenizer
     if model_args.from_scratch:
         model = scratch_model(len(tokenizer), model_args.scratch_hidden_size, model_args.scratch_layers,
-                              model_args.scratch_heads, tokenizer=tokenizer, seed=seed)
+                              model_args.scratch_heads, max_positions=max_positions, tokenizer=tokenizer, seed=seed)
     else:
         model = load_causal_lm(model_args.model_name_or_path)
         init_id_embeddings(model, vocab, model_args.embedding_init, seed=seed)
@@ -93,32 +127,45 @@ def apply_lora(model, model_args: ModelArguments, vocab: IdVocabulary):
     return get_peft_model(model, config)
 
 
-class AnswerLossTrainer(Trainer):
-    """``Trainer`` whose loss needs LM-head logits only where the answer is.
+class IdLossTrainer(Trainer):
+    """``Trainer`` whose next-token loss scores an ID-token target over the ID tokens only.
 
-    Batches are left-padded, so every answer ends its row; the model is asked for the logits of the last
-    ``keep`` positions only (``logits_to_keep``, through the model's own forward, so DDP/FSDP/DeepSpeed
-    wrapping is untouched). On a 49k-token vocabulary this removes most of the activation memory and about
-    a fifth of the compute, since prompts are far longer than answers."""
+    Decoding only ever chooses among ID tokens (the trie masks the rest), so the loss uses the same softmax:
+    the hidden state of every position whose target is an ID token (codes, disambiguation, end marker) is
+    multiplied by the ID-token rows of the LM head only; text targets (answers in words, chat markers) use the
+    full head, and only at their own positions. The model's forward is called as usual (so DDP/FSDP/DeepSpeed
+    wrapping is untouched) with ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary
+    logits of every position would be most of the activation memory. Rows are packed (``position_ids`` restart
+    at each segment, no attention mask): transformers then masks attention block-diagonally."""
+
+    def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.id_decoder, self.id_softmax = id_decoder, id_softmax
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        answer = labels != IGNORE_INDEX
-        width = labels.shape[1]
-        starts = torch.where(answer.any(1), answer.float().argmax(1), torch.full_like(labels[:, 0], width))
-        keep = min(width, int(width - starts.min()) + 1)
-        outputs = model(**inputs, logits_to_keep=keep)
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, width - keep + 1:]
-        total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                  ignore_index=IGNORE_INDEX, reduction="sum")
+        outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        targets = labels[:, 1:]
+        scored = targets != IGNORE_INDEX
+        hidden, targets = outputs.hidden_states[-1][:, :-1][scored], targets[scored]
+        decoder = self.id_decoder
+        if decoder.column_token_ids.device != hidden.device:
+            self.id_decoder = decoder = decoder.to(hidden.device)
+        columns = decoder.token_to_column(targets)
+        is_id = (columns >= 0) & self.id_softmax
+        unwrapped = self.accelerator.unwrap_model(model)
+        id_logits = hidden[is_id] @ id_head_rows(unwrapped, decoder.column_token_ids).T
+        total = torch.nn.functional.cross_entropy(id_logits.float(), columns[is_id], reduction="sum")
+        if not bool(is_id.all()):
+            text_logits = unwrapped.get_output_embeddings()(hidden[~is_id])
+            total = total + torch.nn.functional.cross_entropy(text_logits.float(), targets[~is_id], reduction="sum")
         if num_items_in_batch is not None:  # normalised over the whole accumulated (and gathered) batch
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             self.loss_is_scaled_for_ga = True
         else:
-            loss = total / answer.sum().clamp(min=1)
+            loss = total / scored.sum().clamp(min=1)
             self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
 
@@ -148,42 +195,35 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     data = PreparedData.load(data_args.data_dir)
     codebook = load_codebook(data_args.codebook)
     check_same_catalogue(codebook, data)
-    model, vocab = build_model_and_vocab(model_args, codebook, training_args.seed)
-    titles = list(data.items["title"])
+    model, vocab = build_model_and_vocab(model_args, codebook, training_args.seed, task_args.text_tasks,
+                                         max_positions=max(1024, (task_args.history_token_budget or 0) + 64,
+                                                           task_args.max_seq_length or 0))
+    row_length = task_args.row_length(vocab)
 
     with training_args.main_process_first(desc="building task datasets"):
-        train_raw = build_task_examples(data, vocab, task_args, "train")
-        train_ds = tokenize_examples(train_raw, vocab, task_args, titles)
+        segments = build_segments(data, vocab, task_args, "train")
+        train_ds = pack_segments(segments, row_length, task_args.example_seed)
         eval_ds = None
         if data_args.eval_examples > 0:
-            eval_args = TaskArguments(**{**asdict(task_args), "tasks": "sequential",
-                                         "max_examples_per_task": data_args.eval_examples})
-            eval_ds = tokenize_examples(build_task_examples(data, vocab, eval_args, "valid"), vocab, eval_args, titles)
+            eval_args = replace(task_args, tasks="sequential", sequential_targets="last",
+                                max_examples_per_task=data_args.eval_examples)
+            eval_ds = pack_segments(build_segments(data, vocab, eval_args, "valid"), row_length)
 
     use_peft = model_args.use_peft and not model_args.from_scratch
     if use_peft:
         model = apply_lora(model, model_args, vocab)
-    columns = ["input_ids", "attention_mask", "labels"]
-    vocab.tokenizer.padding_side = "left"  # answers end every row (AnswerLossTrainer), as in generation
-    trainer = AnswerLossTrainer(
-        model=model, args=training_args,
-        train_dataset=train_ds.select_columns(columns),
-        eval_dataset=eval_ds.select_columns(columns) if eval_ds is not None else None,
-        data_collator=data_collator or DataCollatorForSeq2Seq(vocab.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
-        processing_class=vocab.tokenizer, callbacks=callbacks,
+    trainer = IdLossTrainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id), processing_class=vocab.tokenizer,
+        callbacks=callbacks, id_decoder=IdDecoder.build(vocab), id_softmax=model_args.id_softmax,
     )
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_state()
     metrics = dict(result.metrics)
     if eval_ds is not None:
         metrics.update(trainer.evaluate())
-    tasks, counts = np.unique(train_raw["task"], return_counts=True)
-    metrics["train_examples_by_task"] = {str(t): int(c) for t, c in zip(tasks, counts)}
-    stats = {
-        "train_examples": len(train_ds), "train_examples_by_task": metrics["train_examples_by_task"],
-        "mean_train_tokens": float(np.mean([len(x) for x in train_ds["input_ids"]])),
-        "mean_history_tokens": float(np.mean([t for t, k in zip(train_raw["history_tokens"], train_raw["task"]) if k != "alignment"] or [0])),
-    }
+    stats = training_data_stats(segments, train_ds, vocab, data.item_popularity, row_length)
+    metrics["train_examples_by_task"] = stats["segments_by_task"]
     config = {
         "base_model": model_args.model_name_or_path, "peft": use_peft, "from_scratch": model_args.from_scratch,
         "model_args": asdict(model_args), "task_args": asdict(task_args), "data_dir": str(data_args.data_dir),
@@ -199,6 +239,25 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
             logger.info("pushed: %s", recommender.push_to_hub(repo, private=training_args.hub_private_repo,
                                                               token=training_args.hub_token))
     return recommender
+
+
+def training_data_stats(segments, packed, vocab: IdVocabulary, popularity: np.ndarray, max_seq_length: int) -> dict:
+    """What one epoch holds: segments and item targets per task, packed rows and how full they are, and
+    what an item costs in an ID stream."""
+    tasks, counts = np.unique(segments["task"], return_counts=True)
+    targets_by_task: dict[str, int] = {}
+    for task, targets in zip(segments["task"], segments["targets"]):
+        targets_by_task[task] = targets_by_task.get(task, 0) + len(targets)
+    tokens = sum(len(x) for x in packed["input_ids"])
+    sequential = [t for t, k in zip(segments["history_tokens"], segments["task"]) if k == "sequential"]
+    return {
+        "segments_by_task": {str(t): int(c) for t, c in zip(tasks, counts)},
+        "item_targets_by_task": targets_by_task,
+        "packed_rows": len(packed), "tokens": tokens,
+        "row_fill": tokens / (len(packed) * max_seq_length) if len(packed) else 0.0,
+        "mean_history_tokens": float(np.mean(sequential)) if sequential else None,
+        **stream_tokens_per_item(vocab, popularity),
+    }
 
 
 def _jsonable(value):

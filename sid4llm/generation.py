@@ -2,17 +2,19 @@
 
 1. :class:`TrieLogitsProcessor` plugs into ``model.generate``: it masks every token that would leave the
    trie, for all users × beams at once (tensor ops, no Python per beam). ``mode="id"`` makes the answer one
-   ID; ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
+   ID that starts right after the prompt (an ID stream, or text ending with the begin marker); ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
    after the ID closes (chat).
 2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
    trie that reuses the prompt's KV cache (tree attention: one new token per beam per step, all beams of a
    user in one sequence) and scores only the ID tokens' rows of the LM head (normalised over them), in
    batches of users with left padding. Summed log-probabilities rank candidates (no length normalisation);
-   the search stops as soon as no open beam can beat the K-th finished item.
+   the search stops as soon as no open beam can beat the K-th finished item. Items a user must not get (the
+   history, as evaluations in the field leave it out) are never finished: their end marker is masked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -82,13 +84,17 @@ class TrieLogitsProcessor(LogitsProcessor):
         dec = self.decoder
         if dec.column_token_ids.device != device:
             self.decoder = dec = dec.to(device)
-        last_begin = _last_position(generated == self.begin_id)
         last_end = _last_position(generated == self.end_id)
-        inside = last_begin > last_end  # an ID is open
-        # Walk the trie over the tokens written since the last begin marker (no tokens: the root).
         positions = torch.arange(t, device=device).expand(n, t)
-        span_valid = (positions > last_begin[:, None]) & inside[:, None]
-        nodes = dec.trie.walk(dec.token_to_column(generated), span_valid)
+        if self.mode == "id":  # one ID from the first generated token to its end marker
+            inside = last_end < 0
+            span_valid = positions >= 0
+        else:  # an ID is open after a begin marker that no end marker closed
+            last_begin = _last_position(generated == self.begin_id)
+            inside = last_begin > last_end
+            span_valid = (positions > last_begin[:, None]) & inside[:, None]
+        # Walk the trie over the tokens written since the ID opened (no tokens: the root).
+        nodes = dec.trie.walk(dec.token_to_column(generated), span_valid & inside[:, None])
         allowed_cols = dec.trie.allowed_mask(nodes, dec.num_columns)  # [n, C]
         mask = torch.zeros_like(scores, dtype=torch.bool)
         rows_in = inside.nonzero().squeeze(1)
@@ -98,11 +104,8 @@ class TrieLogitsProcessor(LogitsProcessor):
             mask[rows_in[r], dec.column_token_ids[c]] = True
         outside = ~inside
         if self.mode == "id":
-            done = outside & (last_end >= 0)
-            opening = outside & (last_end < 0)
-            mask[opening, self.begin_id] = True  # the answer is exactly one ID: open it ...
             if self.eos_token_id is not None:
-                mask[done, self.eos_token_id] = True  # ... and stop once it is closed
+                mask[outside, self.eos_token_id] = True  # the ID is closed: stop
         else:  # free text outside IDs, but ID tokens only inside an opened ID
             free = torch.ones(scores.shape[1], dtype=torch.bool, device=device)
             free[self.id_token_ids.to(device)] = False
@@ -144,8 +147,9 @@ def id_head_rows(model, column_token_ids: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int = 10, num_beams: int | None = None,
-                    pad_token_id: int = 0) -> list[list[tuple[int, float]]]:
-    """Top-``k`` (codebook index, summed log-prob) per prompt. Each prompt must end with the begin marker."""
+                    pad_token_id: int = 0, exclude: list[Collection[int]] | None = None) -> list[list[tuple[int, float]]]:
+    """Top-``k`` (codebook index, summed log-prob) per prompt; the next token after each prompt starts an ID.
+    ``exclude``: per prompt, codebook indices never to return."""
     num_beams = max(num_beams or k, k)
     device = next(model.parameters()).device
     dec = decoder if decoder.column_token_ids.device == device else decoder.to(device)
@@ -158,11 +162,22 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     out = backbone(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
     cache = out.past_key_values
     head = id_head_rows(model, dec.column_token_ids)  # [C, H]
+    banned = torch.zeros((B, len(dec.vocab.codebook)), dtype=torch.bool, device=device)
+    for user, items in enumerate(exclude or []):
+        banned[user, list(items)] = True
+    end_column = torch.full((1,), C - 1, dtype=torch.long, device=device)
+
+    def allowed(nodes: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Trie continuations of each node, without the end marker that would finish a left-out item."""
+        mask = trie.allowed_mask(nodes, C)
+        finishing = trie.items_of(trie.step(nodes, end_column.expand_as(nodes)))
+        mask[:, C - 1] &= ~((finishing >= 0) & banned[users, finishing.clamp(min=0)])
+        return mask
 
     # First expansion: from the root, each user keeps its best `num_beams` first tokens.
     logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
     root = torch.zeros(B, dtype=torch.long, device=device)
-    logp = logp.masked_fill(~trie.allowed_mask(root, C), float("-inf"))
+    logp = logp.masked_fill(~allowed(root, torch.arange(B, device=device)), float("-inf"))
     beams = num_beams
     first = min(beams, C)
     scores = torch.full((B, beams), float("-inf"), device=device)
@@ -207,7 +222,7 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
         cache = out.past_key_values
         fed += beams
         logp = torch.log_softmax(out.last_hidden_state.reshape(B * beams, -1) @ head.T, dim=-1)
-        logp = logp.masked_fill(~trie.allowed_mask(nodes, C), float("-inf"))
+        logp = logp.masked_fill(~allowed(nodes, user_of), float("-inf"))
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)
         parent = ((flat_idx // C) + torch.arange(B, device=device)[:, None] * beams).reshape(-1)

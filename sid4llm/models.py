@@ -16,6 +16,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 
 from .cache import cache_root
@@ -100,6 +101,20 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase
 def load_causal_lm(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
     """A pretrained causal LM in ``dtype`` (fp32 by default: bf16 is far slower on CPU)."""
     return AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, trust_remote_code=False)
+
+
+def id_only_tokenizer() -> PreTrainedTokenizerFast:
+    """A tokenizer with no words: four specials, to which :meth:`IdVocabulary.extend` adds the ID tokens.
+
+    A model trained from scratch on ID streams only ever reads and writes ID tokens, so it needs no text
+    vocabulary (SmolLM2's 49k rows would be most of its parameters and of every step's compute)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
 
 
 def scratch_model(vocab_size: int, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4,

@@ -69,14 +69,9 @@ class RecommendationPipeline:
         batch = len(history) > 0 and isinstance(history[0], list | tuple)
         histories = [self.resolve(h) for h in (history if batch else [history])]
         banned = set(self.resolve(list(exclude)))
-        extra = len(banned) + (max(len(h) for h in histories) if exclude_history else 0)
-        want = min(k + extra, len(self.codebook))
-        beams = max(num_beams or 0, want)
-        results = self.recommender.recommend(histories, k=want, num_beams=beams, style=style)
-        out = []
-        for seen, ranked in zip(histories, results):
-            skip = banned | (set(seen) if exclude_history else set())
-            out.append([self._item(r["index"], r["score"]) for r in ranked if r["index"] not in skip][:k])
+        results = self.recommender.recommend(histories, k=min(k, len(self.codebook)), num_beams=num_beams, style=style,
+                                             exclude_seen=exclude_history, exclude=[banned] * len(histories))
+        out = [[self._item(r["index"], r["score"]) for r in ranked] for ranked in results]
         return out if batch else out[0]
 
     # ------------------------------------------------------------------ chatting

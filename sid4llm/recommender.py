@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "sid4llm_config.json"
 
 
-def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = 10) -> GenerationConfig:
+DEFAULT_NUM_BEAMS = 20
+
+
+def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
     """A complete config for ID generation, so a checkpoint's sampling defaults can never leak into beam
     search: greedy beams, no sampling, stop at the end-of-ID marker."""
     longest = max(len(s) for s in vocab.codebook.sequences) + 2
@@ -82,34 +85,57 @@ class SidRecommender:
         return item if isinstance(item, int) else self.codebook.index_of(str(item))
 
     def prompt_ids(self, history, style: str = "ids") -> list[int]:
-        """The prompt the model was trained with (history cut to its token budget), ending with the
-        begin-of-ID marker. ``style``: ``ids`` (sequential task) or ``titles`` (natural-language task)."""
-        from .tasks import budget_history
-
+        """The prompt the model was trained with, after which the next token starts an item's ID.
+        ``style``: ``ids`` (the history as an ID stream cut to its token budget, the sequential task) or
+        ``titles`` (the natural-language task: titles in the chat template, then the begin-of-ID marker)."""
         builder = self.prompt_builder
-        items = budget_history([self._index(i) for i in history], self.vocab, builder.args.history_token_budget,
-                               builder.args.max_history_items)
-        prompt = builder.sequential_prompt(items) if style == "ids" else builder.natural_language_prompt(items)
-        return builder.prompt_ids(prompt) + [self.vocab.begin_id]
+        items = [self._index(i) for i in history]
+        if style == "ids":
+            return builder.stream_prompt_ids(items)
+        if style != "titles":
+            raise ValueError(f"style must be 'ids' or 'titles', got {style!r}")
+        return builder.text_prompt_ids(builder.natural_language_prompt(builder.budget(items))) + [self.vocab.begin_id]
 
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
-                  style: str = "ids", show_progress: bool = False) -> list[list[dict]]:
+                  style: str = "ids", exclude_seen: bool = True, exclude=None,
+                  show_progress: bool = False) -> list[list[dict]]:
         """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
-        ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID."""
+        ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
+
+        With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
+        ``exclude`` adds items to leave out (one collection per history). Beam search
+        never finishes on a left-out item, so the list still holds ``k`` items. ``num_beams`` defaults to the
+        saved generation config's (at least ``k``)."""
         from tqdm.auto import tqdm
 
         from .generation import recommend_top_k
 
         self.model.eval()
-        prompts = [self.prompt_ids(h, style) for h in histories]
+        indexed = [[self._index(i) for i in h] for h in histories]
+        exclude = exclude if exclude is not None else [()] * len(indexed)
+        if len(exclude) != len(indexed):
+            raise ValueError(f"exclude needs one collection per history: {len(exclude)} for {len(indexed)} histories")
+        banned = [set(map(self._index, extra)) | (set(h) if exclude_seen else set()) for h, extra in zip(indexed, exclude)]
+        prompts = [self.prompt_ids(h, style) for h in indexed]
+        beams = max(num_beams or self.generation_config.num_beams or k, k)
+        n_items = len(self.codebook)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
         ranked_by_user: list[list[dict]] = [[] for _ in prompts]
         starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc="recommending", disable=not show_progress):
             batch = order[start : start + batch_size]
-            results = recommend_top_k(self.model, self.decoder, [prompts[i] for i in batch], k, num_beams,
-                                      self.tokenizer.pad_token_id)
-            for user, ranked in zip(batch, results):
+            results = dict(zip(batch, recommend_top_k(self.model, self.decoder, [prompts[i] for i in batch], k, beams,
+                                                      self.tokenizer.pad_token_id, exclude=[banned[i] for i in batch])))
+            # Beams spent on left-out items can leave a list short: widen the search for those users only.
+            wider = beams
+            short = [u for u in batch if len(results[u]) < min(k, n_items - len(banned[u]))]
+            while short and wider < n_items:
+                wider = min(2 * wider, n_items)
+                again = recommend_top_k(self.model, self.decoder, [prompts[u] for u in short], k, wider,
+                                        self.tokenizer.pad_token_id, exclude=[banned[u] for u in short])
+                results.update(zip(short, again))
+                short = [u for u in short if len(results[u]) < min(k, n_items - len(banned[u]))]
+            for user, ranked in results.items():
                 ranked_by_user[user] = [{"item_id": self.codebook.item_ids[i],
                                          "title": self.codebook.titles[i] if self.codebook.titles else None,
                                          "index": i, "score": s} for i, s in ranked]
@@ -148,23 +174,16 @@ class SidRecommender:
 
         from .generation import TrieLogitsProcessor, left_pad
 
-        prompts = [self.prompt_ids(h, style) for h in histories]
+        prompts = [self.prompt_ids([self._index(i) for i in h], style) for h in histories]
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
         width = ids.shape[1]
         config = recommendation_generation_config(self.vocab, num_beams)
-        processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width - 1, "id")]) if constrained else None
-        # The prompt already holds the begin marker; the processor counts it as generated, so pass width - 1.
+        config.eos_token_id = [self.vocab.end_id]  # the answer is one ID, starting right after the prompt
+        processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width, "id")]) if constrained else None
         out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                                   logits_processor=processors)
         out = out.reshape(len(prompts), num_beams, -1)
-        results = []
-        for rows in out:
-            parsed = []
-            for row in rows:
-                found = self.vocab.parse_token_ids(row[width - 1:].tolist())
-                parsed.append(found[0] if found else None)
-            results.append(parsed)
-        return results
+        return [[self.vocab.parse_stream_item(row[width:].tolist()) for row in rows] for rows in out]
 
     # ------------------------------------------------------------------ cold start
     def add_items(self, item_ids, embeddings, titles=None) -> list[tuple[int, ...]]:

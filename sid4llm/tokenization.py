@@ -1,9 +1,16 @@
 """Semantic IDs as tokens of any Hugging Face tokenizer.
 
-Every ID is written ``<|sid_begin|> <|sid_c1|> … <|sid_cn|> <|sid_end|>``: one token per code of the shared
-codebook (``<|sid_17|>``), one per disambiguation index (``<|sid_d2|>``), and the two markers. The end marker
-makes IDs prefix-free even when one item's codes are a prefix of another's. The tokens are ordinary (not
-"special") added tokens, so decoded text shows them and they survive ``skip_special_tokens``.
+An item's ID is one token per code of the shared codebook (``<|sid_17|>``), one per disambiguation index
+(``<|sid_d2|>``), and the end-of-ID marker ``<|sid_end|>``, which makes IDs prefix-free even when one item's
+codes are a prefix of another's. Two ways of writing items:
+
+- **ID streams** (a user's history, the paper's format): ``<|sid_user|>`` then every item as its codes + end
+  marker, so an item costs its codes + one token; the next ID starts right after the last end marker.
+- **Inside text** (natural-language prompts, chat): ``<|sid_begin|>`` opens the ID, where the model must switch
+  from words to codes.
+
+The tokens are ordinary (not "special") added tokens, so decoded text shows them and they survive
+``skip_special_tokens``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from .ids import SemanticIdCodebook
 
 BEGIN_TOKEN = "<|sid_begin|>"
 END_TOKEN = "<|sid_end|>"
+USER_TOKEN = "<|sid_user|>"
 VOCAB_FILE = "sid_vocabulary.json"
 EMBEDDING_INIT_STRATEGIES = ("mean", "titles", "random")
 
@@ -31,6 +39,12 @@ def code_token(k: int) -> str:
 
 def disambiguation_token(k: int) -> str:
     return f"<|sid_d{k}|>"
+
+
+def _token_strings(codebook: SemanticIdCodebook, n_disambiguation: int) -> list[str]:
+    """begin, end, user-start, every code, then the disambiguation tokens: the order ``IdVocabulary`` expects."""
+    return [BEGIN_TOKEN, END_TOKEN, USER_TOKEN] + [code_token(k) for k in range(codebook.vocab_size)] + \
+        [disambiguation_token(k) for k in range(1, n_disambiguation + 1)]
 
 
 def codebook_fingerprint(codebook: SemanticIdCodebook) -> str:
@@ -49,6 +63,7 @@ class IdVocabulary:
     codebook: SemanticIdCodebook
     begin_id: int
     end_id: int
+    user_id: int
     id_token_ids: list[int]  # ID-token index (codes, then disambiguation) → tokenizer id
 
     def __post_init__(self):
@@ -62,14 +77,12 @@ class IdVocabulary:
 
         ``extra_disambiguation`` reserves more disambiguation tokens than the codebook uses now, so items added
         later (cold start) can be written without growing the vocabulary."""
-        n_dis = codebook.num_disambiguation_tokens + extra_disambiguation
-        strings = [BEGIN_TOKEN, END_TOKEN] + [code_token(k) for k in range(codebook.vocab_size)] + \
-                  [disambiguation_token(k) for k in range(1, n_dis + 1)]
+        strings = _token_strings(codebook, codebook.num_disambiguation_tokens + extra_disambiguation)
         tokenizer.add_tokens([AddedToken(s, special=False, normalized=False, single_word=False) for s in strings])
         ids = tokenizer.convert_tokens_to_ids(strings)
         if any(i is None or i == tokenizer.unk_token_id for i in ids):
             raise ValueError("the tokenizer did not accept the semantic-ID tokens")
-        return cls(tokenizer, codebook, ids[0], ids[1], ids[2:])
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:])
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook) -> IdVocabulary:
@@ -78,20 +91,19 @@ class IdVocabulary:
         n_dis = codebook.num_disambiguation_tokens
         while disambiguation_token(n_dis + 1) in vocab:
             n_dis += 1
-        strings = [BEGIN_TOKEN, END_TOKEN] + [code_token(k) for k in range(codebook.vocab_size)] + \
-                  [disambiguation_token(k) for k in range(1, n_dis + 1)]
+        strings = _token_strings(codebook, n_dis)
         missing = [s for s in strings if s not in vocab]
         if missing:
             raise ValueError(f"tokenizer lacks {len(missing)} semantic-ID tokens (e.g. {missing[:3]}); "
                              "was it extended with this codebook?")
         ids = [vocab[s] for s in strings]
-        return cls(tokenizer, codebook, ids[0], ids[1], ids[2:])
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:])
 
     # ------------------------------------------------------------------ properties
     @property
     def new_token_ids(self) -> list[int]:
         """All token ids this vocabulary added (markers, codes, disambiguation)."""
-        return [self.begin_id, self.end_id, *self.id_token_ids]
+        return [self.begin_id, self.end_id, self.user_id, *self.id_token_ids]
 
     @property
     def code_token_ids(self) -> list[int]:
@@ -99,13 +111,22 @@ class IdVocabulary:
 
     # ------------------------------------------------------------------ format / parse
     def item_token_ids(self, item: int | str) -> list[int]:
-        """Token ids of one item's ID, markers included. ``item`` is a codebook index or an item id."""
+        """Token ids of one item's ID as written inside text: begin marker, codes, end marker. ``item`` is a
+        codebook index or an item id."""
+        return [self.begin_id, *self.stream_item_token_ids(item)]
+
+    def stream_item_token_ids(self, item: int | str) -> list[int]:
+        """Token ids of one item in an ID stream: its codes and the end marker."""
         index = item if isinstance(item, int) else self.codebook.index_of(item)
-        return [self.begin_id, *(self.id_token_ids[t] for t in self.codebook.sequences[index]), self.end_id]
+        return [*(self.id_token_ids[t] for t in self.codebook.sequences[index]), self.end_id]
+
+    def stream_token_ids(self, items: list[int]) -> list[int]:
+        """A history as the model reads it: the user-start token, then each item's codes + end marker."""
+        return [self.user_id, *(t for i in items for t in self.stream_item_token_ids(i))]
 
     def id_token_count(self, item: int) -> int:
-        """Tokens an item's ID takes in text, markers included (what a history token budget counts)."""
-        return len(self.codebook.sequences[item]) + 2
+        """Tokens an item takes in an ID stream (codes + end marker): what a history token budget counts."""
+        return len(self.codebook.sequences[item]) + 1
 
     def format_item(self, item: int | str) -> str:
         return "".join(self.tokenizer.convert_ids_to_tokens(self.item_token_ids(item)))
@@ -127,6 +148,18 @@ class IdVocabulary:
                     span = None  # a non-ID token inside a span: not an ID
                     out.append(None)
         return out
+
+    def parse_stream_item(self, token_ids) -> int | None:
+        """The item written by ``token_ids`` (codes, then the end marker) in an ID stream; None when the tokens
+        before the first end marker are not a valid ID or there is no end marker."""
+        span = []
+        for tid in (int(t) for t in token_ids):
+            if tid == self.end_id:
+                return self.codebook.index_for(span)
+            if tid not in self._index_of_token:
+                return None
+            span.append(self._index_of_token[tid])
+        return None
 
     def parse(self, text: str) -> list[int | None]:
         return self.parse_token_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -165,7 +198,8 @@ class IdVocabulary:
         directory = Path(directory)
         self.tokenizer.save_pretrained(directory)
         (directory / VOCAB_FILE).write_text(json.dumps({
-            "begin_token": BEGIN_TOKEN, "end_token": END_TOKEN, "begin_id": self.begin_id, "end_id": self.end_id,
+            "begin_token": BEGIN_TOKEN, "end_token": END_TOKEN, "user_token": USER_TOKEN, "begin_id": self.begin_id,
+            "end_id": self.end_id, "user_id": self.user_id,
             "id_token_ids": self.id_token_ids, "codebook_fingerprint": codebook_fingerprint(self.codebook),
         }, indent=1))
 
@@ -223,7 +257,7 @@ def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: st
                 counts[c] += 1
         used = counts > 0
         code_ids = torch.tensor(vocab.code_token_ids)
-        emb[code_ids[used]] = (sums[used] / counts[used, None] + noise[2 : 2 + len(code_ids)][used]).to(emb.dtype)
+        emb[code_ids[used]] = (sums[used] / counts[used, None] + noise[3 : 3 + len(code_ids)][used]).to(emb.dtype)
     output = model.get_output_embeddings()
     if output is not None and output.weight.data_ptr() != emb.data_ptr():  # untied head: new rows start at the mean
         out_existing = output.weight[: existing.shape[0]]

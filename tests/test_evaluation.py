@@ -41,7 +41,19 @@ def test_mean_recommended_id_length():
 
 
 def test_most_popular_floor_ranks_by_train_counts():
-    assert most_popular_rankings(np.array([5, 9, 1, 9]), 2, 3) == [[1, 3, 0], [1, 3, 0]]
+    popularity = np.array([5, 9, 1, 9])
+    assert most_popular_rankings(popularity, [[0], [1, 3]], 3, exclude_seen=False) == [[1, 3, 0], [1, 3, 0]]
+    assert most_popular_rankings(popularity, [[0], [1, 3]], 3) == [[1, 3, 2], [0, 2]]  # seen items left out
+
+
+def test_quick_evaluations_sample_users_at_random_with_a_seed():
+    from sid4llm.evaluation import sample_users
+
+    sample = sample_users(1000, 50, seed=0)
+    assert sample == sample_users(1000, 50, seed=0) and sample != sample_users(1000, 50, seed=1)
+    assert len(set(sample)) == 50 and sample == sorted(sample) and sample != list(range(50))
+    assert max(sample) > 500  # drawn from all users, not the first ones
+    assert sample_users(30, None) == sample_users(30, 100) == list(range(30))
 
 
 def test_evaluate_module_loads_offline_and_agrees():
@@ -58,7 +70,7 @@ def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
     out = tmp_path / "rec"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4),
                  SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
-                 TaskArguments(windows_per_user=1, history_token_budget=30),
+                 TaskArguments(history_token_budget=30),
                  TrainingArguments(output_dir=str(out), max_steps=2, report_to="none", use_cpu=True, save_steps=100,
                                    disable_tqdm=True))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
@@ -71,5 +83,8 @@ def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
     model = metrics["model"]
     assert model["n_users"] == 30 and model["invalid_rate_constrained"] == 0.0
     assert 0.0 <= model["invalid_rate_unconstrained"] <= 1.0
-    assert 0 < model["coverage@5"] <= 1 and metrics["most_popular"]["distinct_items@5"] == 5
+    assert metrics["exclude_seen"] is True  # the field's protocol by default, both ways in the JSON
+    assert {"most_popular", "model_with_seen", "most_popular_with_seen"} <= set(metrics)
+    assert 0 < model["coverage@5"] <= 1 and metrics["most_popular_with_seen"]["distinct_items@5"] == 5
+    assert metrics["most_popular"]["distinct_items@5"] > 5  # with seen items left out, lists differ per user
     assert "| most_popular |" in result.stdout

@@ -22,7 +22,15 @@ from sid4llm.finetuning import (
 )
 from sid4llm.ids import SemanticIdCodebook
 from sid4llm.recommender import SidRecommender
-from sid4llm.tasks import IGNORE_INDEX, TaskArguments, budget_history, build_task_examples, tokenize_examples
+from sid4llm.tasks import (
+    IGNORE_INDEX,
+    PackedCollator,
+    TaskArguments,
+    budget_history,
+    build_segments,
+    pack_segments,
+    stream_windows,
+)
 from sid4llm.tokenization import BEGIN_TOKEN, END_TOKEN, IdVocabulary, init_id_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +44,7 @@ def vocab(tiny_lm_dir, tiny_prepared) -> IdVocabulary:
 
 def test_id_tokens_are_added_and_round_trip(vocab):
     codebook = vocab.codebook
-    assert len(vocab.new_token_ids) == 2 + codebook.vocab_size + codebook.num_disambiguation_tokens
+    assert len(vocab.new_token_ids) == 3 + codebook.vocab_size + codebook.num_disambiguation_tokens
     for item in range(len(codebook)):
         text = vocab.format_item(item)
         assert text.startswith(BEGIN_TOKEN) and text.endswith(END_TOKEN)
@@ -68,22 +76,66 @@ def test_new_embedding_rows_are_initialised_and_old_rows_kept(tiny_lm_dir, vocab
         assert rows.norm(dim=1).mean() < 3 * old.norm(dim=1).mean()
 
 
-def test_history_is_cut_to_the_token_budget(vocab):
+def test_history_is_cut_to_the_token_budget_counting_what_the_model_reads(vocab):
     history = list(range(12))
-    cost = {i: len(vocab.codebook.sequences[i]) + 2 for i in history}
+    cost = {i: len(vocab.codebook.sequences[i]) + 1 for i in history}  # codes + end marker
     kept = budget_history(history, vocab, token_budget=12, max_items=100)
-    assert kept == history[-len(kept):] and sum(cost[i] for i in kept) <= 12
-    assert sum(cost[i] for i in history[-len(kept) - 1:]) > 12  # one more item would not fit
+    assert kept == history[-len(kept):] and 1 + sum(cost[i] for i in kept) <= 12  # + the user-start token
+    assert 1 + sum(cost[i] for i in history[-len(kept) - 1:]) > 12  # one more item would not fit
+    assert len(vocab.stream_token_ids(kept)) == 1 + sum(cost[i] for i in kept)
     assert budget_history(history, vocab, None, max_items=3) == [9, 10, 11]
 
 
-def test_training_examples_never_contain_valid_or_test_targets(vocab, tiny_prepared):
+@pytest.mark.parametrize("costs,limit", [([2] * 5, 40), ([3, 2, 4, 2, 3, 3, 2, 4, 2, 2, 3], 9), ([1] * 30, 7)])
+def test_stream_windows_make_every_item_a_target_exactly_once(costs, limit):
+    windows = stream_windows(costs, limit, context_fraction=0.5)
+    targets = [i for _, first, end in windows for i in range(first, end)]
+    assert targets == list(range(len(costs)))
+    for start, first, end in windows:
+        assert 1 + sum(costs[start:end]) <= limit
+        assert start <= first < end
+        if start > 0:
+            assert first > start  # a window that cuts into the history keeps context before its targets
+
+
+def test_whole_history_training_targets_every_train_item(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(tasks="sequential,natural_language", windows_per_user=100)
-    examples = build_task_examples(data, vocab, args, "train")
+    args = TaskArguments(tasks="sequential", history_token_budget=14)  # short windows: several per user
+    segments = build_segments(data, vocab, args, "train")
     train = data.sequences["train"]
-    for user, pos in zip(examples["user_idx"], examples["target_position"]):
-        assert pos <= len(train[user]["history"])  # the train row's target sits at position len(history)
+    by_user: dict[int, list[int]] = {}
+    for user, targets, labels in zip(segments["user_idx"], segments["targets"], segments["labels"]):
+        by_user.setdefault(user, []).extend(targets)
+        scored = [t for t in labels if t != IGNORE_INDEX]
+        assert scored == [t for i in targets for t in vocab.stream_item_token_ids(i)]  # loss on every target's tokens
+    for user, (history, target) in enumerate(zip(train["history"], train["target"])):
+        assert by_user[user] == history + [target]  # every train event, in order, once
+    assert max(len(x) for x in segments["input_ids"]) <= 14 + max(vocab.id_token_count(i) for i in range(len(vocab.codebook)))
+
+
+def test_last_item_targets_stay_available(vocab, tiny_prepared):
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    args = TaskArguments(tasks="sequential", sequential_targets="last", windows_per_user=1)
+    segments = build_segments(data, vocab, args, "train")
+    train = data.sequences["train"]
+    assert list(segments["targets"]) == [[t] for t in train["target"]]
+    for ex in segments:
+        answer = [t for t in ex["labels"] if t != IGNORE_INDEX]
+        assert answer == vocab.stream_item_token_ids(ex["targets"][0])
+        assert ex["labels"][-len(answer):] == answer
+
+
+def test_training_examples_never_contain_valid_or_test_events(vocab, tiny_prepared):
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    train = data.sequences["train"]
+    for args in (TaskArguments(tasks="sequential", history_token_budget=14),
+                 TaskArguments(tasks="sequential,natural_language", sequential_targets="last", windows_per_user=100)):
+        segments = build_segments(data, vocab, args, "train")
+        for task, user, ids in zip(segments["task"], segments["user_idx"], segments["input_ids"]):
+            sequence = train[user]["history"] + [train[user]["target"]]
+            if task == "sequential":  # the stream's items are a contiguous run of the train sequence
+                items = _stream_items(vocab, ids)
+                assert any(sequence[s:s + len(items)] == items for s in range(len(sequence)))
     held_out = {(u, t) for split in ("valid", "test") for u, t in
                 zip(data.sequences[split]["user_idx"], data.sequences[split]["target_timestamp"])}
     train_events = {(u, ts) for u, h, t in zip(train["user_idx"], train["history_timestamps"], train["target_timestamp"])
@@ -91,21 +143,50 @@ def test_training_examples_never_contain_valid_or_test_targets(vocab, tiny_prepa
     assert not held_out & train_events
 
 
-def test_loss_is_on_the_answer_only(vocab, tiny_prepared):
+def _stream_items(vocab, ids) -> list[int]:
+    items, span = [], []
+    for t in ids[1:]:  # after the user-start token
+        span.append(t)
+        if t == vocab.end_id:
+            items.append(vocab.parse_stream_item(span))
+            span = []
+    return items
+
+
+def test_text_tasks_use_the_chat_template_and_the_answer_only_loss(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(tasks="sequential", windows_per_user=1)
-    ds = tokenize_examples(build_task_examples(data, vocab, args, "train"), vocab, args, list(data.items["title"]))
-    ex = ds[0]
+    args = TaskArguments(tasks="natural_language", windows_per_user=1)
+    ex = build_segments(data, vocab, args, "train")[0]
     answer = [t for t in ex["labels"] if t != IGNORE_INDEX]
-    assert vocab.parse_token_ids(answer) == [ex["target"]]
+    assert vocab.parse_token_ids(answer) == ex["targets"]
     assert ex["labels"][: len(ex["labels"]) - len(answer)] == [IGNORE_INDEX] * (len(ex["labels"]) - len(answer))
-    assert vocab.tokenizer.decode(ex["input_ids"]).count("<|im_start|>assistant") == 1  # chat template used
+    assert vocab.tokenizer.decode(ex["input_ids"]).count("<|im_start|>assistant") == 1
+
+
+def test_packing_never_lets_one_user_attend_to_another(tiny_lm_dir, vocab, tiny_prepared):
+    from transformers import AutoModelForCausalLM
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    segments = build_segments(data, vocab, TaskArguments(tasks="sequential"), "train")
+    packed = pack_segments(segments, max_seq_length=64)
+    assert sum(len(r) for r in packed["input_ids"]) == sum(len(s) for s in segments["input_ids"])
+    row = max(range(len(packed)), key=lambda r: sum(p == 0 for p in packed[r]["position_ids"]))
+    starts = [i for i, p in enumerate(packed[row]["position_ids"]) if p == 0] + [len(packed[row]["input_ids"])]
+    assert len(starts) >= 3  # several users share this row
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    init_id_embeddings(model, vocab, "random")
+    batch = PackedCollator(vocab.tokenizer.pad_token_id)([packed[row]])
+    with torch.no_grad():
+        together = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        for a, b in zip(starts[:-1], starts[1:]):
+            alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
+            torch.testing.assert_close(together[a:b], alone, rtol=1e-4, atol=1e-4)
 
 
 def _args(tmp_path, tiny_lm_dir, tiny_prepared, **training):
     model_args = ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8)
     data_args = SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=8)
-    task_args = TaskArguments(windows_per_user=2, history_token_budget=40)
+    task_args = TaskArguments(tasks="sequential,natural_language,alignment", history_token_budget=40, max_seq_length=128)
     values = {"output_dir": str(tmp_path / "out"), "max_steps": 30, "per_device_train_batch_size": 8,
               "learning_rate": 5e-3, "logging_steps": 10, "save_steps": 1000, "report_to": "none",
               "use_cpu": True, "seed": 0, "disable_tqdm": True, **training}
@@ -143,7 +224,7 @@ def test_saved_recommender_reloads_onto_a_fresh_base_with_identical_logits(tmp_p
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["do_sample"] is False and gen["num_beams"] > 1
     loaded = SidRecommender.from_pretrained(out)
-    ids = torch.tensor([rec.vocab.item_token_ids(0) + rec.vocab.item_token_ids(3)])
+    ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
     rec.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, rec.model(ids).logits)
@@ -170,11 +251,15 @@ def test_resume_continues_the_step_count(tmp_path, tiny_lm_dir, tiny_prepared):
 def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepared):
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
     model_args.from_scratch, model_args.scratch_hidden_size, model_args.scratch_layers = True, 32, 1
-    task_args.tasks, task_args.prompt_format, task_args.system_prompt = "sequential", "plain", ""
+    task_args.tasks = "sequential"
     rec = run_finetune(model_args, data_args, task_args, training_args)
     assert rec.config["peft"] is False
     loaded = SidRecommender.from_pretrained(training_args.output_dir)
     assert loaded.model.config.num_hidden_layers == 1
+    # ID streams only: the vocabulary is the ID tokens and four specials, not the text tokenizer's
+    assert len(loaded.tokenizer) == 4 + len(rec.vocab.new_token_ids)
+    assert loaded.model.get_input_embeddings().weight.shape[0] == len(loaded.tokenizer)
+    assert len(loaded.recommend([[0, 1, 2]], k=3)[0]) == 3
 
 
 def test_recipe_runs_under_accelerate_launch(tmp_path, tiny_lm_dir, tiny_prepared):
@@ -201,20 +286,31 @@ def test_a_few_lora_steps_on_the_real_smollm2(tmp_path, tiny_prepared):
     assert rec.model.get_base_model().config.hidden_size == 576
 
 
-def test_answer_only_logits_give_the_same_loss_as_full_logits(tiny_lm_dir, vocab, tiny_prepared):
-    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_vocabulary(tiny_lm_dir, vocab, tiny_prepared):
+    from transformers import AutoModelForCausalLM
 
-    from sid4llm.finetuning import AnswerLossTrainer
+    from sid4llm.finetuning import IdLossTrainer
+    from sid4llm.generation import IdDecoder
 
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(windows_per_user=1)
-    ds = tokenize_examples(build_task_examples(data, vocab, args, "train"), vocab, args, list(data.items["title"]))
-    vocab.tokenizer.padding_side = "left"
-    collator = DataCollatorForSeq2Seq(vocab.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-    batch = collator([{k: ds[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(0, 60, 7)])
+    args = TaskArguments(tasks="sequential,alignment", max_examples_per_task=12)
+    packed = pack_segments(build_segments(data, vocab, args, "train"), max_seq_length=96)
+    batch = PackedCollator(vocab.tokenizer.pad_token_id)([packed[i] for i in range(min(4, len(packed)))])
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
-    init_id_embeddings(model, vocab, "mean")
-    trainer = AnswerLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True))
+    init_id_embeddings(model, vocab, "random")
+    decoder = IdDecoder.build(vocab)
+    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
+                            id_decoder=decoder)
     ours = trainer.compute_loss(model, dict(batch))
-    reference = model(**batch).loss
-    torch.testing.assert_close(ours, reference)
+    # Reference from the full logits: ID targets normalised over the ID columns, text targets over everything.
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    logits, targets = logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1)
+    keep = targets != IGNORE_INDEX
+    logits, targets = logits[keep], targets[keep]
+    columns = decoder.token_to_column(targets)
+    is_id = columns >= 0
+    assert is_id.any() and (~is_id).any()
+    total = torch.nn.functional.cross_entropy(logits[is_id][:, decoder.column_token_ids], columns[is_id], reduction="sum")
+    total += torch.nn.functional.cross_entropy(logits[~is_id], targets[~is_id], reduction="sum")
+    torch.testing.assert_close(ours.detach(), total / keep.sum())

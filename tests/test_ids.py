@@ -149,6 +149,20 @@ def test_save_and_load_round_trip_gives_identical_ids(tmp_path):
     assert fresh.sequences == codebook.sequences  # the saved encoder reproduces every ID
 
 
+def test_atomic_ids_give_every_item_a_token_of_its_own(tmp_path):
+    from sid4llm.ids import AtomicConfig
+
+    x, pop = unit_vectors(30, 8), zipf_popularity(30)
+    codebook = train_semantic_ids(x, pop, AtomicConfig(), IdTrainingArguments())
+    assert codebook.sequences == [(i,) for i in range(30)] and codebook.vocab_size == 30
+    assert codebook.num_disambiguation_tokens == 0 and codebook.metrics["recon_mse_uniform"] is None
+    codebook.save_pretrained(tmp_path / "atomic")
+    loaded = SemanticIdCodebook.from_pretrained(tmp_path / "atomic")
+    assert loaded.sequences == codebook.sequences and loaded.config.method == "atomic"
+    with pytest.raises(IdInputError, match="cannot encode new items"):
+        loaded.add_items(["new"], x[:1])
+
+
 def test_new_items_are_appended_without_changing_existing_ids():
     x, pop = unit_vectors(50, 8), zipf_popularity(50)
     codebook = train_semantic_ids(x[:40], pop[:40], tiny_dvae(), IdTrainingArguments(max_steps=10, batch_size=32))

@@ -31,7 +31,8 @@ def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
     out = tmp_path_factory.mktemp("pipeline") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
                  SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
-                 TaskArguments(windows_per_user=2, history_token_budget=40),
+                 TaskArguments(tasks="sequential,natural_language,alignment", windows_per_user=2,
+                               history_token_budget=40, max_seq_length=128),
                  TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
                                    save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
     return str(out)

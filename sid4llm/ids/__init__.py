@@ -1,6 +1,7 @@
-"""Semantic IDs: the variable-length discrete VAE of arXiv 2602.16375, its fixed-length variant, RQ-KMeans
-and REINFORCE baselines, and the ``SemanticIdCodebook`` artefact they all produce."""
+"""Semantic IDs: the variable-length discrete VAE of arXiv 2602.16375, its fixed-length variant, RQ-KMeans,
+REINFORCE and atomic (one token per item) baselines, and the ``SemanticIdCodebook`` artefact they all produce."""
 
+from .atomic import AtomicConfig, AtomicIds
 from .base import IdInputError, IdMethodConfig, IdModel
 from .codebook import SemanticIdCodebook, disambiguate
 from .dvae import DiscreteVAE, DVAEConfig
@@ -11,6 +12,8 @@ from .rqkmeans import ResidualKMeans, RQKMeansConfig
 from .training import IdTrainingArguments, save_training_outputs, train_semantic_ids
 
 __all__ = [
+    "AtomicConfig",
+    "AtomicIds",
     "METHODS",
     "DVAEConfig",
     "DiscreteVAE",

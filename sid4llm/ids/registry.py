@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .atomic import AtomicConfig, AtomicIds
 from .base import IdInputError, IdMethodConfig, IdModel
 from .dvae import DiscreteVAE, DVAEConfig
 from .reinforce import ReinforceConfig, ReinforceSenderReceiver
@@ -11,6 +12,7 @@ METHODS: dict[str, tuple[type[IdMethodConfig], type[IdModel]]] = {
     "dvae": (DVAEConfig, DiscreteVAE),
     "rqkmeans": (RQKMeansConfig, ResidualKMeans),
     "reinforce": (ReinforceConfig, ReinforceSenderReceiver),
+    "atomic": (AtomicConfig, AtomicIds),
 }
 
 

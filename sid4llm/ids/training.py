@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import AtomicConfig
 from .base import IdInputError, IdMethodConfig, encode_in_batches, validate_embeddings
 from .codebook import SemanticIdCodebook
 from .metrics import id_metrics, plot_length_vs_popularity, prefix_errors
@@ -34,7 +35,7 @@ class IdTrainingArguments:
 
     data_dir: str = field(default=None, metadata={"help": "A folder written by scripts/prepare_data.py."})
     output_dir: str = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot."})
-    method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans or reinforce."})
+    method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans, reinforce or atomic (one token per item)."})
     epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs when > 0)."})
     batch_size: int = field(default=1024, metadata={"help": "Interaction events per step."})
@@ -92,6 +93,8 @@ def train_semantic_ids(
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
+    if isinstance(config, AtomicConfig):
+        return _atomic_codebook(x, popularity, config.for_catalogue(len(x)), item_ids, titles)
     model = build_model(config, x.shape[1]).to(device)
     start = time.time()
     history: list[dict] = []
@@ -113,6 +116,22 @@ def train_semantic_ids(
         "train_examples_per_second": round(steps * args.batch_size / train_seconds, 1) if steps else None,
         "device": str(device), "history": history,
     })
+    codebook.metrics = metrics
+    return codebook
+
+
+def _atomic_codebook(x: torch.Tensor, popularity: np.ndarray, config: AtomicConfig, item_ids: list[str],
+                     titles: list[str] | None) -> SemanticIdCodebook:
+    """One token per item: nothing to train, no encoder kept, no reconstruction to report."""
+    n = len(x)
+    codes, lengths = np.arange(n)[:, None], np.ones(n, dtype=np.int64)
+    codebook = SemanticIdCodebook.from_codes(item_ids, codes, lengths, popularity, config, None, titles,
+                                             embedding_dim=x.shape[1])
+    metrics = id_metrics(np.zeros((n, 1)), codes, lengths, popularity, codebook.disambiguation, config.vocab_size)
+    for key in ("recon_mse_uniform", "recon_mse_unigram", "recon_mse_at_length"):
+        metrics[key] = None
+    metrics.update({"method": config.method, "variable_length": False, "vocab_size": config.vocab_size,
+                    "max_length": 1, "train_seconds": 0.0, "train_steps": 0, "history": []})
     codebook.metrics = metrics
     return codebook
 
