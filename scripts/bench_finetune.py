@@ -2,11 +2,11 @@
 
     python scripts/bench_finetune.py --config recipes/configs/finetune/from_scratch.yaml \
         --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
-        --compare "scratch_tokenizer=text|ids" --json outputs/bench_finetune.json
+        --compare "scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids" --json outputs/bench_finetune.json
 
-Takes every flag of recipes/finetune.py. ``--compare FIELD=A|B`` runs once per value of one argument, side by
-side in one table (e.g. ``scratch_tokenizer=text|ids``: a text vocabulary vs an ID-only one; ``id_softmax=false|true``:
-the whole-vocabulary loss vs the ID-token one). Counts what the model actually processed: tokens (padding
+Takes every flag of recipes/finetune.py. ``--compare "A|B"`` runs once per variant, side by side in one table;
+a variant is ``FIELD=VALUE[,FIELD=VALUE...]`` (e.g. ``"scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids"``:
+a text vocabulary with the whole-vocabulary loss, as before, vs an ID-only vocabulary with the ID-token loss). Counts what the model actually processed: tokens (padding
 included, and without it) and item targets (the end markers it learned to write).
 """
 
@@ -38,7 +38,8 @@ from sid4llm.workflow import write_json
 class BenchArguments:
     json: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
     warmup_steps_excluded: int = field(default=2, metadata={"help": "Steps not timed (allocation, first-call overhead)."})
-    compare: str | None = field(default=None, metadata={"help": "FIELD=A|B: one run per value of one argument, side by side."})
+    compare: str | None = field(default=None, metadata={"help": "Variants separated by |, each FIELD=VALUE[,FIELD=VALUE]: "
+                                                                 "one run per variant, side by side."})
 
 
 class StepTimer(TrainerCallback):
@@ -104,8 +105,7 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
 def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> list[dict]:
     variants = [("as configured", {})]
     if bench.compare:
-        name, _, values = bench.compare.partition("=")
-        variants = [(f"{name}={v}", {name: v}) for v in values.split("|")]
+        variants = [(v.strip(), dict(pair.split("=", 1) for pair in v.strip().split(","))) for v in bench.compare.split("|")]
     rows = []
     for label, change in variants:
         args = [copy.deepcopy(a) for a in (model_args, data_args, task_args, training_args)]

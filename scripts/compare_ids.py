@@ -74,16 +74,16 @@ def results_markdown(result: dict) -> str:
         "# Recommenders on different IDs, same training", "",
         f"Config `{args['finetune_config']}` on `{args['data_dir']}`, seed {args['seed']}; test split, leave-one-out, full "
         f"catalogue, {rows[0]['model']['n_users']:,} seeded random users. Machine: {result['machine']}.", "",
-        "| IDs | tokens/item (uniform / per interaction) | train s | recall@10 | ndcg@10 | coverage@10 | recall@10, seen kept |",
-        "|---|---|---|---|---|---|---|",
+        "| IDs | tokens/item (uniform / per interaction) | epochs | train s | recall@10 | ndcg@10 | coverage@10 | recall@10, seen kept |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m, w = r["model"], r["model_with_seen"]
         lines.append(f"| {r['ids']} | {r['tokens_per_item_uniform']:.2f} / {r['tokens_per_item_unigram']:.2f} | "
-                     f"{r['train_seconds']:.0f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['coverage@10']:.4f} | "
+                     f"{r['epochs']:.2f} | {r['train_seconds']:.0f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['coverage@10']:.4f} | "
                      f"{w['recall@10']:.4f} |")
     p, pw = rows[0]["most_popular"], rows[0]["most_popular_with_seen"]
-    lines += [f"| most popular | – | – | {p['recall@10']:.4f} | {p['ndcg@10']:.4f} | {p['coverage@10']:.4f} | "
+    lines += [f"| most popular | – | – | – | {p['recall@10']:.4f} | {p['ndcg@10']:.4f} | {p['coverage@10']:.4f} | "
               f"{pw['recall@10']:.4f} |", "",
               "Seen items are left out of every list (model and most popular alike) unless the column says kept. "
               f"Published HR@10 on MovieLens-1M, same protocol: {result['reference']}.", ""]

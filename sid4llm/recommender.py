@@ -103,8 +103,8 @@ class SidRecommender:
         ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
 
         With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
-        ``exclude`` adds items to leave out (one collection per history). Beam search
-        never finishes on a left-out item, so the list still holds ``k`` items. ``num_beams`` defaults to the
+        ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
+        left-out item, and widens for a user whose list would come out short, so the list holds ``k`` items. ``num_beams`` defaults to the
         saved generation config's (at least ``k``)."""
         from tqdm.auto import tqdm
 
@@ -119,22 +119,26 @@ class SidRecommender:
         prompts = [self.prompt_ids(h, style) for h in indexed]
         beams = max(num_beams or self.generation_config.num_beams or k, k)
         n_items = len(self.codebook)
+
+        def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
+            found = recommend_top_k(self.model, self.decoder, [prompts[u] for u in users], k, width,
+                                    self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
+            return dict(zip(users, found))
+
+        def short_of(results: dict) -> list[int]:
+            return [u for u, ranked in results.items() if len(ranked) < min(k, n_items - len(banned[u]))]
+
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
         ranked_by_user: list[list[dict]] = [[] for _ in prompts]
         starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc="recommending", disable=not show_progress):
-            batch = order[start : start + batch_size]
-            results = dict(zip(batch, recommend_top_k(self.model, self.decoder, [prompts[i] for i in batch], k, beams,
-                                                      self.tokenizer.pad_token_id, exclude=[banned[i] for i in batch])))
+            results = search(order[start : start + batch_size], beams)
             # Beams spent on left-out items can leave a list short: widen the search for those users only.
-            wider = beams
-            short = [u for u in batch if len(results[u]) < min(k, n_items - len(banned[u]))]
+            wider, short = beams, short_of(results)
             while short and wider < n_items:
                 wider = min(2 * wider, n_items)
-                again = recommend_top_k(self.model, self.decoder, [prompts[u] for u in short], k, wider,
-                                        self.tokenizer.pad_token_id, exclude=[banned[u] for u in short])
-                results.update(zip(short, again))
-                short = [u for u in short if len(results[u]) < min(k, n_items - len(banned[u]))]
+                results.update(search(short, wider))
+                short = short_of({u: results[u] for u in short})
             for user, ranked in results.items():
                 ranked_by_user[user] = [{"item_id": self.codebook.item_ids[i],
                                          "title": self.codebook.titles[i] if self.codebook.titles else None,
