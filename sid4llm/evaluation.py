@@ -118,8 +118,10 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
         ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
                                              accelerator, show_progress)
         metrics = score(ranked)
-        metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n_items) or any(i < 0 or i >= n_items for i in r)
-                                                             for r in ranked]))
+        # A list is invalid when it names a non-item, or is shorter than the items it could hold.
+        room = [n_items - (len(set(h)) if exclude else 0) for h in histories]
+        metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n) or any(i < 0 or i >= n_items for i in r)
+                                                             for r, n in zip(ranked, room)]))
         metrics["users_per_second"] = len(ranked) / seconds if seconds else None
         result["model" + name] = metrics
         result["most_popular" + name] = score(most_popular_rankings(popularity, histories, k_max, exclude))

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "sid4llm_config.json"
 
 
-DEFAULT_NUM_BEAMS = 20
+DEFAULT_NUM_BEAMS = 50  # recall@10 saturates here on ML-1M (scripts/bench_beam_width.py, docs/recommenders.md)
 
 
 def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
