@@ -33,6 +33,7 @@ class InitBenchArguments:
     eval_examples: int = field(default=128, metadata={"help": "Held-out examples for the loss."})
     train_steps: int = field(default=20, metadata={"help": "LoRA steps before the second measurement (0 = none)."})
     batch_size: int = field(default=8, metadata={"help": "Packed rows per batch (training and evaluation)."})
+    history_token_budget: int = field(default=128, metadata={"help": "History budget (as in smollm2_lora.yaml)."})
     json: str | None = field(default=None, metadata={"help": "Write results as JSON here."})
     seed: int = field(default=0, metadata={"help": "Seed."})
 
@@ -57,11 +58,13 @@ def main(args: InitBenchArguments) -> list[dict]:
     for strategy in args.strategies.split(","):
         model_args = ModelArguments(model_name_or_path=args.model_name_or_path, embedding_init=strategy)
         model, vocab = build_model_and_vocab(model_args, codebook, args.seed)
-        task_args = TaskArguments(tasks="sequential", sequential_targets="last", max_examples_per_task=args.eval_examples)
+        task_args = TaskArguments(tasks="sequential", sequential_targets="last", max_examples_per_task=args.eval_examples,
+                                  history_token_budget=args.history_token_budget)
         length = task_args.row_length(vocab)
         held_out = pack_segments(build_segments(data, vocab, task_args, "valid"), length)
         # Two windows fill a packed row: enough windows for train_steps steps of batch_size rows.
-        train_args = TaskArguments(tasks="sequential", max_examples_per_task=2 * args.train_steps * args.batch_size)
+        train_args = TaskArguments(tasks="sequential", max_examples_per_task=2 * args.train_steps * args.batch_size,
+                                   history_token_budget=args.history_token_budget)
         train = pack_segments(build_segments(data, vocab, train_args, "train"), length, args.seed)
         model = apply_lora(model, model_args, vocab)
         torch.manual_seed(args.seed)
