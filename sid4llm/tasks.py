@@ -143,6 +143,7 @@ class ExampleBuilder:
         self.tokenizer: PreTrainedTokenizerBase = vocab.tokenizer
         fmt = args.prompt_format
         self.chat = (fmt == "chat") or (fmt == "auto" and bool(getattr(self.tokenizer, "chat_template", None)))
+        self.row_length = args.row_length(vocab)
 
     # ------------------------------------------------------------------ ID streams
     def stream_segment(self, items: list[int], first_target: int) -> dict:
@@ -198,7 +199,7 @@ class ExampleBuilder:
         head = self.prompt_text(prompt)
         prompt_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
         answer_ids = self.answer_ids(prompt, answer, head)
-        keep = max(self.args.row_length(self.vocab) - len(answer_ids), 0)
+        keep = max(self.row_length - len(answer_ids), 0)
         prompt_ids = prompt_ids[-keep:] if keep else []
         return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
 
