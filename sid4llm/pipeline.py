@@ -10,6 +10,7 @@ Every recommended item comes out of trie-constrained decoding, so it always exis
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,10 +63,15 @@ class RecommendationPipeline:
     # ------------------------------------------------------------------ recommending
     def recommend(self, history, k: int = 10, exclude: Sequence[str | int] = (), exclude_history: bool = True,
                   style: str = "ids", num_beams: int | None = None) -> list[dict]:
-        """Top-``k`` items after ``history`` (or, given a list of histories, one list per history).
+        """Top-``k`` items after ``history`` (or, given a list of histories, one list per history). A bare
+        string is one title.
 
         Items in the history (and in ``exclude``) are left out, so the list holds ``k`` new items.
         ``style``: ``ids`` (the sequential prompt) or ``titles`` (the natural-language prompt)."""
+        if isinstance(history, str):  # one title, not a list of letters
+            history = [history]
+        if not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive number of items, got {k!r}")
         batch = len(history) > 0 and isinstance(history[0], list | tuple)
         histories = [self.resolve(h) for h in (history if batch else [history])]
         banned = set(self.resolve(list(exclude)))

@@ -64,6 +64,15 @@ def test_items_named_in_a_sentence_are_found_in_order():
 
 
 # ---------------------------------------------------------------------------------------------- recommending
+def test_a_bare_string_is_one_title_and_k_must_be_positive(pipe):
+    one = pipe.recommend("movie 3 drama", k=3)
+    assert [r["item_id"] for r in one] == [r["item_id"] for r in pipe.recommend(["movie 3 drama"], k=3)]
+    assert pipe.codebook.index_of("i3") not in {r["index"] for r in one}  # the title was the history
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="k must be a positive"):
+            pipe.recommend(["movie 3 drama"], k=bad)
+
+
 def test_recommend_takes_titles_and_returns_new_real_items(pipe):
     history = ["movie 3 drama", "movie 7 drama"]
     recs = pipe.recommend(history, k=5)
