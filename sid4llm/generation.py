@@ -166,10 +166,13 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     for user, items in enumerate(exclude or []):
         banned[user, list(items)] = True
     end_column = torch.full((1,), C - 1, dtype=torch.long, device=device)
+    any_banned = bool(banned.any())
 
     def allowed(nodes: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """Trie continuations of each node, without the end marker that would finish a left-out item."""
         mask = trie.allowed_mask(nodes, C)
+        if not any_banned:
+            return mask
         finishing = trie.items_of(trie.step(nodes, end_column.expand_as(nodes)))
         mask[:, C - 1] &= ~((finishing >= 0) & banned[users, finishing.clamp(min=0)])
         return mask
