@@ -2,8 +2,9 @@
 
 1. :class:`TrieLogitsProcessor` plugs into ``model.generate``: it masks every token that would leave the
    trie, for all users × beams at once (tensor ops, no Python per beam). ``mode="id"`` makes the answer one
-   ID that starts right after the prompt (an ID stream, or text ending with the begin marker); ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again
-   after the ID closes (chat).
+   ID that starts right after the prompt (an ID stream, or text ending with the begin marker);
+   ``mode="mixed"`` lets the model write free text, constrains it once it opens an ID, frees it again after
+   the ID closes (chat).
 2. :func:`recommend_top_k` is the fast path for top-K items: one prompt pass, then a beam search over the
    trie that reuses the prompt's KV cache (tree attention: one new token per beam per step, all beams of a
    user in one sequence) and scores only the ID tokens' rows of the LM head (normalised over them), in
@@ -85,16 +86,16 @@ class TrieLogitsProcessor(LogitsProcessor):
         if dec.column_token_ids.device != device:
             self.decoder = dec = dec.to(device)
         last_end = _last_position(generated == self.end_id)
-        positions = torch.arange(t, device=device).expand(n, t)
         if self.mode == "id":  # one ID from the first generated token to its end marker
             inside = last_end < 0
-            span_valid = positions >= 0
+            span_valid = inside[:, None].expand(n, t)
         else:  # an ID is open after a begin marker that no end marker closed
             last_begin = _last_position(generated == self.begin_id)
             inside = last_begin > last_end
+            positions = torch.arange(t, device=device).expand(n, t)
             span_valid = (positions > last_begin[:, None]) & inside[:, None]
         # Walk the trie over the tokens written since the ID opened (no tokens: the root).
-        nodes = dec.trie.walk(dec.token_to_column(generated), span_valid & inside[:, None])
+        nodes = dec.trie.walk(dec.token_to_column(generated), span_valid)
         allowed_cols = dec.trie.allowed_mask(nodes, dec.num_columns)  # [n, C]
         mask = torch.zeros_like(scores, dtype=torch.bool)
         rows_in = inside.nonzero().squeeze(1)

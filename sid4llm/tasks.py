@@ -84,8 +84,7 @@ class TaskArguments:
         """Most tokens of one whole-history window: the budget before its last target, plus that target."""
         if self.history_token_budget is None:
             return self.max_seq_length
-        longest = max(vocab.id_token_count(i) for i in range(len(vocab.codebook)))
-        window = self.history_token_budget + longest
+        window = self.history_token_budget + int(vocab.id_token_counts.max())
         return window if self.max_seq_length is None else min(window, self.max_seq_length)
 
     def row_length(self, vocab: IdVocabulary) -> int:
@@ -232,6 +231,7 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
         return pairs if not cap or cap >= len(pairs) else sorted(rng.sample(pairs, cap))
 
     limit = args.window_length(vocab) or args.row_length(vocab)
+    costs = vocab.id_token_counts
     for task in args.task_list():
         if task == "alignment":
             if split != "train":
@@ -245,7 +245,7 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
                 add(task, -1, builder.text_segment(f"Which item has the ID {vocab.format_item(i)}?", title), [i], 0)
         elif task == "sequential" and args.sequential_targets == "all" and split == "train":
             windows = [(u, w) for u, seq in enumerate(sequences)
-                       for w in stream_windows([vocab.id_token_count(i) for i in seq], limit, args.context_fraction)]
+                       for w in stream_windows(costs[seq].tolist(), limit, args.context_fraction)]
             for u, (start, first, end) in capped(windows):
                 items = sequences[u][start:end]
                 segment = builder.stream_segment(items, first - start)
@@ -309,7 +309,7 @@ class PackedCollator:
 
 def stream_tokens_per_item(vocab: IdVocabulary, popularity: np.ndarray) -> dict:
     """Tokens one item costs in an ID stream (codes + end marker), per item and per interaction."""
-    costs = np.array([vocab.id_token_count(i) for i in range(len(vocab.codebook))], dtype=float)
+    costs = vocab.id_token_counts.astype(float)
     weights = np.asarray(popularity, dtype=float)[: len(costs)]
     return {"tokens_per_item_uniform": float(costs.mean()),
             "tokens_per_item_unigram": float((costs * weights).sum() / weights.sum()) if weights.sum() else None}

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import AddedToken
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -127,6 +128,11 @@ class IdVocabulary:
     def id_token_count(self, item: int) -> int:
         """Tokens an item takes in an ID stream (codes + end marker): what a history token budget counts."""
         return len(self.codebook.sequences[item]) + 1
+
+    @property
+    def id_token_counts(self) -> np.ndarray:
+        """``id_token_count`` of every item, in codebook order."""
+        return self.codebook.id_lengths + 1
 
     def format_item(self, item: int | str) -> str:
         return "".join(self.tokenizer.convert_ids_to_tokens(self.item_token_ids(item)))
