@@ -3,6 +3,8 @@
     python scripts/bench_ids.py --data_dir data/ml-1m                      # all four methods, their YAML configs
     python scripts/bench_ids.py --data_dir data/ml-1m --epochs 1 --methods varlen_dvae,rqkmeans
     python scripts/bench_ids.py --scaling_only                             # time vs catalogue size, synthetic
+    python scripts/bench_ids.py --data_dir data/ml-1m --methods fixed_dvae \
+        --variants "c6: varlen_dvae; c9: varlen_dvae --length_cost 9; L5: varlen_dvae --max_length 5"   # a study
 
 Each method is configured by ``recipes/configs/ids/<method>.yaml`` (the files the recipe uses), so the table
 is what a user gets from ``recipes/train_ids.py`` with those configs. ``--scaling`` adds the time per epoch
@@ -38,7 +40,8 @@ METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]
 @dataclass
 class BenchArguments:
     data_dir: str | None = field(default=None, metadata={"help": "Prepared dataset (scripts/prepare_data.py)."})
-    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated config names under recipes/configs/ids/."})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated config names under recipes/configs/ids/ ('' for none)."})
+    variants: str = field(default="", metadata={"help": "More runs, ';'-separated, each 'label: config_name --flag value ...' (a config with overrides)."})
     epochs: float | None = field(default=None, metadata={"help": "Override every config's epochs."})
     seed: int = field(default=0, metadata={"help": "Seed for every method."})
     output_dir: str = field(default="outputs/bench_ids", metadata={"help": "Codebooks, plots and results.json go here."})
@@ -65,33 +68,63 @@ def fmt(value, digits=3):
     return str(value)
 
 
+def runs(args: BenchArguments) -> list[tuple[str, str, list[str]]]:
+    """(label, config name, extra flags) for every method and variant."""
+    out = [(name, name, []) for name in args.methods.split(",") if name.strip()]
+    for entry in filter(str.strip, args.variants.split(";")):
+        label, _, rest = entry.partition(":")
+        if not rest.strip():
+            raise SystemExit(f"error: --variants entry {entry!r} is not 'label: config_name --flag value ...'")
+        name, *flags = rest.split()
+        out.append((label.strip(), name, flags))
+    return out
+
+
+def popularity_ratio(m: dict) -> float | None:
+    """Median train popularity of the shortest codes over that of the longest (the paper: ~56x on Amazon)."""
+    by_length = {int(k): v for k, v in m["median_popularity_by_length"].items()}
+    if len(by_length) < 2 or by_length[max(by_length)] <= 0:
+        return None
+    return by_length[min(by_length)] / by_length[max(by_length)]
+
+
 def compare(args: BenchArguments) -> list[dict]:
     data = PreparedData.load(args.data_dir)
     x, pop = data.item_embeddings(), data.item_popularity
     rows = []
-    for name in args.methods.split(","):
-        overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+    for label, name, flags in runs(args):
+        overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else []) + flags
         train_args, config = load_method(name, overrides)
-        print(f"== {name}: {config.to_dict()}", flush=True)
+        print(f"== {label}: {config.to_dict()}", flush=True)
         codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]), list(data.items["title"]))
-        save_training_outputs(codebook, Path(args.output_dir) / name)
+        save_training_outputs(codebook, Path(args.output_dir) / label.replace(" ", "_"), allow_collapse=True)
         m = codebook.metrics
-        rows.append({**{k: v for k, v in m.items() if k != "history"}, "id_method": m["method"], "method": name,
+        rows.append({**{k: v for k, v in m.items() if k != "history"}, "id_method": m["method"], "method": label,
+                     "config": name, "flags": flags, "popularity_ratio_shortest_longest": popularity_ratio(m),
                      "epochs": train_args.epochs if config.method != "rqkmeans" else None})
     return rows
 
 
 def print_table(rows: list[dict]) -> str:
+    """One row per run; with a fixed_dvae run, lengths and errors also relative to it (the paper's claim 1)."""
+    fixed = next((r for r in rows if r.get("config") == "fixed_dvae"), None)
     header = ["method", "mean len (uniform)", "mean len (unigram)", "recon (uniform)", "recon (unigram)",
-              "Spearman(len, pop)", "min usage", "perplexity@1", "collisions", "train s", "examples/s"]
+              "Spearman(len, pop)", "median pop shortest / longest", "usage", "min usage per step", "perplexity@1",
+              "collisions", "train steps", "train s"]
+    if fixed:
+        header[3:3] = ["codes per interaction / fixed", "recon (unigram) / fixed"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["method"], fmt(r["mean_length_uniform"], 2), fmt(r["mean_length_unigram"], 2),
-            fmt(r["recon_mse_uniform"]), fmt(r["recon_mse_unigram"]), fmt(r["spearman_length_popularity"]),
-            fmt(min(r["codebook_usage"]), 3), fmt(r["codebook_perplexity"][0], 1),
-            fmt(r["collision_rate_before_dedup"]), fmt(r["train_seconds"], 1), fmt(r["train_examples_per_second"], 0),
-        ]) + " |")
+        cells = [r["method"], fmt(r["mean_length_uniform"], 2), fmt(r["mean_length_unigram"], 2),
+                 fmt(r["recon_mse_uniform"]), fmt(r["recon_mse_unigram"]), fmt(r["spearman_length_popularity"]),
+                 fmt(r["popularity_ratio_shortest_longest"], 1), fmt(r["codebook_usage_overall"]),
+                 fmt(min(r["codebook_usage"]), 3), fmt(r["codebook_perplexity"][0], 1),
+                 fmt(r["collision_rate_before_dedup"]), fmt(r["train_steps"]), fmt(r["train_seconds"], 1)]
+        if fixed:
+            recon = r["recon_mse_unigram"]
+            cells[3:3] = [fmt(r["mean_length_unigram"] / fixed["mean_length_unigram"], 2),
+                          fmt(recon / fixed["recon_mse_unigram"], 2) if recon is not None else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     return table

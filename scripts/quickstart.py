@@ -21,13 +21,13 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
 from sid4llm.evaluation import evaluate_recommender, format_table
 from sid4llm.pipeline import RecommendationPipeline
 from sid4llm.recommender import CONFIG_FILE
 from sid4llm.titles import normalize_title
-from sid4llm.workflow import finetune_step, id_method, machine_description, train_ids_step, write_json
+from sid4llm.workflow import finetune_step, machine_description, train_ids_step, write_json
 
 
 @dataclass
@@ -38,7 +38,9 @@ class QuickstartArguments:
     encoder: str = field(default="default", metadata={"help": "Sentence encoder for item text."})
     max_users: int | None = field(default=None, metadata={"help": "Subsample users for a faster run."})
     ids_config: str = field(default="recipes/configs/ids/varlen_dvae.yaml", metadata={"help": "ID training config."})
-    id_epochs: float = field(default=1.0, metadata={"help": "Passes over the train interactions for the ID model."})
+    id_epochs: float = field(default=1.0, metadata={"help": "Passes over the train interactions for the ID model (raised to the config's min_steps)."})
+    id_steps: int | None = field(default=None, metadata={"help": "Exactly this many ID training steps (overrides id_epochs and min_steps)."})
+    allow_collapse: bool = field(default=False, metadata={"help": "Go on with a collapsed codebook instead of stopping (see train_ids.py)."})
     finetune_config: str = field(default="recipes/configs/finetune/quickstart.yaml", metadata={"help": "Fine-tuning config."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the config's causal LM."})
     max_steps: int | None = field(default=None, metadata={"help": "Override the config's fine-tuning steps."})
@@ -137,9 +139,9 @@ def main(args: QuickstartArguments) -> None:
 
         t = time.time()
         say(f"[2/5] variable-length semantic IDs ({args.ids_config}, {args.id_epochs:g} epoch(s)) → {ids_dir}")
-        # τ/β anneal over the first half of training, so even a short run ends with the full length pressure.
-        schedule = {"anneal_epochs": args.id_epochs / 2} if id_method(args.ids_config) == "dvae" else {}
-        codebook = train_ids_step(data, args.ids_config, ids_dir, epochs=args.id_epochs, **schedule)
+        # τ/β anneal over the first half of the steps (the config's anneal_fraction), whatever their number.
+        codebook = train_ids_step(data, args.ids_config, ids_dir, epochs=args.id_epochs, max_steps=args.id_steps,
+                                  allow_collapse=args.allow_collapse or None)
         timings["semantic IDs"] = time.time() - t
 
     t = time.time()
@@ -206,5 +208,6 @@ def _trained_steps(model_dir: Path) -> int | None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    (arguments,) = parse_config_and_args([QuickstartArguments])
-    main(arguments)
+    with user_errors():
+        (arguments,) = parse_config_and_args([QuickstartArguments])
+        main(arguments)

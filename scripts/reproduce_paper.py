@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender, sample_users
 from sid4llm.tasks import budget_history
@@ -52,7 +52,7 @@ class ReproduceArguments:
     seeds: str = field(default="0,1", metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
     length_costs: str = field(default="3,6", metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=6.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
-    id_steps: int = field(default=1500, metadata={"help": "Training steps (1,024 events each) for every learned ID method."})
+    id_steps: int = field(default=1500, metadata={"help": "Training steps (a batch of its config's events each) for every learned ID method."})
     rec_config: str = field(default="recipes/configs/finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_steps: int = field(default=300, metadata={"help": "Training steps for every from-scratch recommender."})
     budget: int = field(default=60, metadata={"help": "History token budget of the main comparison."})
@@ -69,13 +69,13 @@ class ReproduceArguments:
 KS = (1, 5, 10, 20)
 
 
-def id_runs(args: ReproduceArguments, anneal_epochs: float = 1.0) -> list[tuple[str, str, dict]]:
+def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
     """(name, config, overrides) for every ID method; the varlen dVAE once per length cost. The dVAE's τ/β
-    schedules span the first half of training, whatever its length."""
-    common = {"vocab_size": args.id_vocab_size}
-    dvae = {"anneal_epochs": anneal_epochs, **common}
-    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **dvae}) for c in _floats(args.length_costs)]
-    return runs + [("fixed", IDS_CONFIGS["fixed"], dvae)] + [(m, IDS_CONFIGS[m], common) for m in ("rqkmeans", "reinforce")]
+    schedules span the first half of the steps (its config's anneal_fraction), whatever their number. A
+    collapsed codebook is a result here (REINFORCE's), so it is kept."""
+    common = {"vocab_size": args.id_vocab_size, "allow_collapse": True}
+    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in _floats(args.length_costs)]
+    return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce")]
 
 
 def history_usage(data: PreparedData, recommender, budget: int, users: int | None) -> dict:
@@ -131,9 +131,8 @@ def main(args: ReproduceArguments) -> None:
     # 1 + 3: IDs by every method on every seed
     ids: dict[str, dict] = {}
     t = time.time()
-    anneal = 0.5 * args.id_steps * 1024 / max(1, int(np.sum(data.item_popularity)))
     for seed in seeds:
-        for name, config, overrides in id_runs(args, anneal):
+        for name, config, overrides in id_runs(args):
             print(f"== IDs: {name}, seed {seed}", flush=True)
             codebook = train_ids_step(data, config, out / "runs" / f"ids_{name}_s{seed}", seed=seed,
                                       max_steps=args.id_steps, **overrides)
@@ -244,8 +243,8 @@ def report(r: dict) -> str:
              f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in r['run_seconds'].items() if k != 'total')}); "
              f"this invocation: {r['timings_seconds']['total'] / 60:.1f} min (finished runs are reused).", "",
              "Command:", "", "```", r["command"], "```", "",
-             f"Seeds {seeds}; every learned ID method trained {r['arguments']['id_steps']} steps of 1,024 interaction "
-             "events with its shipped config (no per-method tuning); every recommender trained "
+             f"Seeds {seeds}; every learned ID method trained {r['arguments']['id_steps']} steps (batches of interaction "
+             "events) with its shipped config (no per-method tuning); every recommender trained "
              f"{r['arguments']['rec_steps']} steps from scratch with the same config, history budget and seed.", ""]
 
     lines += ["## Claim 1 — variable-length IDs reconstruct about as well with fewer tokens; popular items get shorter codes", "",
@@ -258,8 +257,8 @@ def report(r: dict) -> str:
     lines += _table(rows, header) + [""]
 
     lines += ["## Claim 2 — under a fixed history token budget, variable-length IDs give better recall and coverage", "",
-              f"Budget {r['arguments']['budget']} tokens of history (whole most-recent items; an item costs its ID "
-              "length + 2 marker tokens). Test split, full catalogue, trie-constrained beam search "
+              f"Budget {r['arguments']['budget']} tokens of history (whole most-recent items; in the ID stream an "
+              "item costs its ID length + 1 end token). Test split, full catalogue, trie-constrained beam search "
               f"({r['arguments']['num_beams']} beams), {r['recommenders'][0]['n_users']:,} users. Paper (Yambda): "
               "recall@10 0.0466 varlen / 0.0418 fixed / 0.0413 RQ-KMeans; coverage@10 20,322 vs 14,286 items; "
               "mean recommended ID length 2.86 vs 6.", ""]
@@ -349,5 +348,6 @@ def plots(out: Path, r: dict, seed: int) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    (arguments,) = parse_config_and_args([ReproduceArguments])
-    main(arguments)
+    with user_errors():
+        (arguments,) = parse_config_and_args([ReproduceArguments])
+        main(arguments)

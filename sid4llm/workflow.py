@@ -60,7 +60,7 @@ def train_ids_step(data: PreparedData, ids_config: str | Path, output_dir: str |
                                      {**overrides, "data_dir": str(data.path), "output_dir": str(out)})
     codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity, method_config, args,
                                   item_ids=list(data.items["item_id"]), titles=list(data.items["title"]))
-    save_training_outputs(codebook, out, plot=args.plot)
+    save_training_outputs(codebook, out, plot=args.plot, allow_collapse=args.allow_collapse)
     return codebook
 
 

@@ -121,7 +121,7 @@ def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
                                   DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
                                   IdTrainingArguments(max_steps=20, batch_size=32), list(data.items["item_id"]),
                                   list(data.items["title"]))
-    save_training_outputs(codebook, root / "ids", plot=False)
+    save_training_outputs(codebook, root / "ids", plot=False, allow_collapse=True)  # plumbing, not quality
     return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}
 
 
@@ -166,3 +166,21 @@ def fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", hub.create_commit)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
     return hub
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
+    """A LoRA recommender fine-tuned for a few steps on the tiny dataset, saved as on the Hub."""
+    from transformers import TrainingArguments
+
+    from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.tasks import TaskArguments
+
+    out = tmp_path_factory.mktemp("pipeline") / "model"
+    run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
+                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
+                 TaskArguments(tasks="sequential,natural_language,alignment", windows_per_user=2,
+                               history_token_budget=40, max_seq_length=128),
+                 TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
+                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
+    return str(out)

@@ -90,7 +90,7 @@ def test_inference_is_deterministic():
 
 def test_popular_items_get_shorter_codes_on_a_skewed_catalogue():
     x, pop = unit_vectors(120, 16), zipf_popularity(120)
-    config = tiny_dvae(length_cost=6.0, beta=0.005, anneal_epochs=0.3)
+    config = tiny_dvae(length_cost=6.0, beta=0.005, anneal_fraction=0.05)
     codebook = train_semantic_ids(x, pop, config, IdTrainingArguments(max_steps=300, batch_size=256, log_every=100))
     lengths = codebook.code_lengths
     head, tail = lengths[:12].mean(), lengths[60:].mean()  # the 10 % most popular vs the rarer half
@@ -221,13 +221,82 @@ def test_train_ids_recipe_end_to_end(tmp_path, tiny_encoder_dir, isolated_cache)
     cmd = [sys.executable, str(REPO / "recipes" / "train_ids.py"), "--config",
            str(REPO / "recipes" / "configs" / "ids" / "varlen_dvae.yaml"), "--data_dir", str(data_dir),
            "--output_dir", str(out), "--max_steps", "4", "--batch_size", "32", "--vocab_size", "8"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    env = {**__import__("os").environ, "TQDM_DISABLE": "1"}
+    # 4 steps on 12 items collapse: an error that says what to change, and no codebook to fine-tune on
+    failed = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert failed.returncode == 1
+    assert "error: the codebook collapsed: codebook usage" in failed.stderr and "--allow_collapse" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "codes per item" in failed.stdout and "COLLAPSED" in failed.stdout  # the summary still printed
+    assert not (out / "codebook").exists() and (out / "collapse_report.json").is_file()
+
+    subprocess.run(cmd + ["--allow_collapse"], check=True, capture_output=True, text=True, env=env)
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("recon_mse_uniform", "recon_mse_unigram", "recon_mse_at_length", "mean_length_uniform",
                 "mean_length_unigram", "length_histogram", "spearman_length_popularity", "codebook_usage",
-                "codebook_perplexity", "collision_rate_before_dedup", "unique_ids", "train_seconds"):
+                "codebook_perplexity", "collision_rate_before_dedup", "unique_ids", "train_seconds", "collapse"):
         assert key in metrics, key
     assert metrics["vocab_size"] == 8 and metrics["unique_ids"] == 1.0  # the flag overrode the YAML
+    assert metrics["collapse"]  # saved on request, still marked
     assert (out / "length_vs_popularity.png").stat().st_size > 1000
     codebook = SemanticIdCodebook.from_pretrained(out / "codebook")
     assert len(codebook) == 12 and codebook.titles[0] == "movie 0 drama"
+
+
+def test_training_steps_do_not_shrink_with_the_dataset():
+    args = IdTrainingArguments(epochs=2, batch_size=1024, min_steps=2000)
+    assert args.total_steps(90_000) == 2000  # 2 epochs would be 176 steps
+    assert args.total_steps(2_000_000) == 3908  # large datasets: epochs decide
+    assert IdTrainingArguments(max_steps=7, min_steps=2000).total_steps(10**6) == 7
+
+
+def test_collapse_is_named_for_low_usage_and_one_code_ids():
+    from sid4llm.ids import collapse_problems
+
+    healthy = {"method": "dvae", "variable_length": True, "vocab_size": 256, "codebook_usage_overall": 0.98,
+               "mean_length_uniform": 2.9, "num_disambiguation_tokens": 3, "n_items": 3500, "max_length": 4}
+    assert collapse_problems(healthy, 0.5, 1.5) == []
+    one_code = {**healthy, "codebook_usage_overall": 0.125, "mean_length_uniform": 1.0, "num_disambiguation_tokens": 441}
+    problems = collapse_problems(one_code, 0.5, 1.5)
+    assert "codebook usage 0.125: only 32 of 256 codes in use (expected at least 0.5 × 256)" in problems[0]
+    assert "mean length 1.00 codes per item < 1.5 (441 disambiguation tokens needed)" in problems[1]
+    assert collapse_problems({**one_code, "variable_length": False}, 0.5, 1.5) == problems[:1]
+    # 12 items can use at most 48 of 256 codes: 30 in use is healthy there
+    assert collapse_problems({**healthy, "n_items": 12, "codebook_usage_overall": 30 / 256}, 0.5, 1.5) == []
+
+
+def shipped_varlen_config(**overrides) -> tuple[IdTrainingArguments, DVAEConfig]:
+    from sid4llm.workflow import parse_yaml
+
+    return parse_yaml([IdTrainingArguments, DVAEConfig], REPO / "recipes" / "configs" / "ids" / "varlen_dvae.yaml",
+                      overrides)
+
+
+def clustered_catalogue(n_items: int = 1200, dim: int = 32, clusters: int = 40, seed: int = 0):
+    """Items around cluster centres (as text embeddings are), with Zipf popularity in random order."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(clusters, size=n_items)] + 0.6 * rng.normal(size=(n_items, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    popularity = np.maximum(1, 20_000 / (np.arange(n_items) + 1) ** 1.1).astype(np.int64)
+    return x, rng.permutation(popularity)
+
+
+@pytest.mark.slow
+def test_shipped_varlen_config_is_healthy_on_a_small_skewed_catalogue():
+    """~60k events: two epochs are ~60 steps, which collapse; the shipped step floor gives a healthy codebook."""
+    x, pop = clustered_catalogue()
+    assert 50_000 < pop.sum() < 70_000
+    args, config = shipped_varlen_config(min_steps=0)  # the old rule: epochs alone
+    collapsed = train_semantic_ids(x, pop, config, args)
+    assert collapsed.metrics["train_steps"] < 150 and collapsed.metrics["collapse"]
+
+    args, config = shipped_varlen_config()
+    codebook = train_semantic_ids(x, pop, config, args)
+    m = codebook.metrics
+    assert m["train_steps"] == args.min_steps and m["collapse"] == []
+    assert m["codebook_usage_overall"] >= 0.9
+    assert m["mean_length_uniform"] >= 2.0  # no 1-code collapse
+    assert m["spearman_length_popularity"] < -0.1  # popular items get shorter codes
+    by_length = m["median_popularity_by_length"]
+    assert by_length[min(by_length)] > 3 * by_length[max(by_length)]

@@ -21,7 +21,7 @@ def test_quickstart_runs_every_step_under_accelerate_launch_and_writes_its_repor
            str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "scripts" / "quickstart.py"),
            "--output_dir", str(out), "--dataset", str(source / "events.csv"), "--item_file", str(source / "items.csv"),
            "--encoder", tiny_encoder_dir, "--model_name_or_path", tiny_lm_dir, "--max_steps", "3",
-           "--eval_users", "6", "--chat_k", "2"]
+           "--id_steps", "30", "--allow_collapse", "--eval_users", "6", "--chat_k", "2"]
     env = {**os.environ, "TQDM_DISABLE": "1", "SID4LLM_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

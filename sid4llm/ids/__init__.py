@@ -5,15 +5,16 @@ from .atomic import AtomicConfig, AtomicIds
 from .base import IdInputError, IdMethodConfig, IdModel
 from .codebook import SemanticIdCodebook, disambiguate
 from .dvae import DiscreteVAE, DVAEConfig
-from .metrics import id_metrics, plot_length_vs_popularity
+from .metrics import collapse_problems, id_metrics, plot_length_vs_popularity, summary_table
 from .registry import METHODS, build_model, config_class
 from .reinforce import ReinforceConfig, ReinforceSenderReceiver
 from .rqkmeans import ResidualKMeans, RQKMeansConfig
-from .training import IdTrainingArguments, save_training_outputs, train_semantic_ids
+from .training import CodebookCollapseError, IdTrainingArguments, save_training_outputs, train_semantic_ids
 
 __all__ = [
     "AtomicConfig",
     "AtomicIds",
+    "CodebookCollapseError",
     "METHODS",
     "DVAEConfig",
     "DiscreteVAE",
@@ -27,10 +28,12 @@ __all__ = [
     "ResidualKMeans",
     "SemanticIdCodebook",
     "build_model",
+    "collapse_problems",
     "config_class",
     "disambiguate",
     "id_metrics",
     "plot_length_vs_popularity",
     "save_training_outputs",
+    "summary_table",
     "train_semantic_ids",
 ]

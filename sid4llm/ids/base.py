@@ -58,7 +58,8 @@ class IdModel(nn.Module):
         raise NotImplementedError
 
     def training_loss(self, x: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
-        """Loss on a batch; ``progress`` is the number of epochs done so far (drives the schedules)."""
+        """Loss on a batch; ``progress`` is the fraction of the training steps done so far, 0 → 1 (drives the
+        schedules, so they do not depend on the dataset's size)."""
         raise NotImplementedError
 
 

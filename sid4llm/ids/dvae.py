@@ -6,8 +6,9 @@ Loss (minimised), for a batch of interaction events:
 - token KL to a uniform prior with free bits: ``β Σ_t max(0, E[P(len ≥ t) (log V − H(q(z_t|x)))] − free_bits)``;
 - length KL to a truncated geometric prior ``p(len=t) ∝ exp(−c t)``: ``β (−H(q(len)) + c E[len])``.
 
-τ (Gumbel-Softmax temperature) and β follow cosine schedules over the first ``anneal_epochs`` and are then
-held. Inference is deterministic: argmax code per step, ``len = argmax q(len)``.
+τ (Gumbel-Softmax temperature) and β follow cosine schedules over the first ``anneal_fraction`` of the
+training steps and are then held: the schedule is defined over steps, so a small catalogue gets the same
+annealing as a large one. Inference is deterministic: argmax code per step, ``len = argmax q(len)``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .modules import PrefixDecoder, ResidualEncoder, StopHead, argmax_one_hot, l
 
 
 def cosine_schedule(start: float, end: float, progress: float, span: float) -> float:
-    """``start`` → ``end`` along a half cosine over ``span`` epochs, then ``end``."""
+    """``start`` → ``end`` along a half cosine while ``progress`` (fraction of training done) < ``span``, then ``end``."""
     if span <= 0 or progress >= span:
         return end
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress / span))
@@ -41,7 +42,7 @@ class DVAEConfig(IdMethodConfig):
     free_bits: float = field(default=2.0, metadata={"help": "Nats per position of token KL that cost nothing."})
     tau_start: float = field(default=1.0, metadata={"help": "Gumbel-Softmax temperature at the start."})
     tau_end: float = field(default=0.6, metadata={"help": "Gumbel-Softmax temperature after annealing."})
-    anneal_epochs: float = field(default=1.0, metadata={"help": "Epochs over which τ and β follow their cosine schedules."})
+    anneal_fraction: float = field(default=0.5, metadata={"help": "Fraction of the training steps over which τ and β follow their cosine schedules."})
     length_smoothing: float = field(default=0.1, metadata={"help": "ε in q̃ = (1-ε) q + ε/L for the reconstruction weights."})
     decoder_layers: int = field(default=2, metadata={"help": "Layers of the causal decoder."})
     stop_layers: int = field(default=1, metadata={"help": "Layers of the causal stop head."})
@@ -71,8 +72,8 @@ class DiscreteVAE(IdModel):
     def training_loss(self, x: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
         cfg = self.config
         L, V = cfg.max_length, cfg.vocab_size
-        tau = cosine_schedule(cfg.tau_start, cfg.tau_end, progress, cfg.anneal_epochs)
-        beta = cosine_schedule(0.0, cfg.beta, progress, cfg.anneal_epochs)
+        tau = cosine_schedule(cfg.tau_start, cfg.tau_end, progress, cfg.anneal_fraction)
+        beta = cosine_schedule(0.0, cfg.beta, progress, cfg.anneal_fraction)
 
         def gumbel_soft(logits, t):
             return F.gumbel_softmax(logits, tau=tau, hard=False)

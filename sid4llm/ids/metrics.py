@@ -4,7 +4,6 @@ embedding and the model's reconstruction from the item's code prefix (``2 − 2 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 
@@ -13,9 +12,6 @@ import pandas as pd
 import torch
 
 from .base import IdModel, module_device
-
-logger = logging.getLogger(__name__)
-LOW_USAGE_WARNING = 0.5
 
 
 @torch.no_grad()
@@ -82,9 +78,52 @@ def id_metrics(
         "unique_ids": float(len({(tuple(r[:k]), int(d)) for r, k, d in zip(codes.tolist(), lengths.tolist(), disambiguation)}) / n),
         "num_disambiguation_tokens": int(disambiguation.max(initial=0)),
     }
-    if usage and usage[0] < LOW_USAGE_WARNING:
-        logger.warning("codebook usage at step 1 is %.2f: the codebook may have collapsed", usage[0])
     return metrics
+
+
+def collapse_problems(metrics: dict, min_usage: float, min_mean_length: float) -> list[str]:
+    """What makes a trained codebook unusable, in words (empty when healthy): too few codes in use (a share
+    ``min_usage`` of the codes the catalogue could use), or (variable length) nearly every item on a 1-code ID,
+    which leaves the disambiguation suffixes to tell items apart."""
+    problems = []
+    if metrics.get("method") == "atomic":
+        return problems
+    vocab, usage = metrics["vocab_size"], metrics["codebook_usage_overall"]
+    usable = min(vocab, metrics["n_items"] * metrics["max_length"])  # a small catalogue cannot use every code
+    if usage * vocab < min_usage * usable:
+        problems.append(f"codebook usage {usage:.3f}: only {round(usage * vocab)} of {vocab} codes in use "
+                        f"(expected at least {min_usage:g} × {usable})")
+    if metrics.get("variable_length") and metrics["mean_length_uniform"] < min_mean_length:
+        problems.append(f"mean length {metrics['mean_length_uniform']:.2f} codes per item < {min_mean_length:g} "
+                        f"({metrics['num_disambiguation_tokens']} disambiguation tokens needed)")
+    return problems
+
+
+def summary_table(metrics: dict) -> str:
+    """The console summary of a training run: lengths with and without suffixes, usage, collisions, Spearman."""
+    def f(v, fmt=".3f"):
+        return "–" if v is None else format(v, fmt)
+
+    usage_steps = "/".join(f"{u:.2f}" for u in metrics["codebook_usage"])
+    perplexity = "/".join(f"{p:.0f}" for p in metrics["codebook_perplexity"])
+    rows = [
+        ("codes per item", f"{f(metrics['mean_length_uniform'], '.2f')} (per interaction "
+                           f"{f(metrics['mean_length_unigram'], '.2f')})"),
+        ("ID tokens per item", f"{f(metrics['mean_id_length_uniform'], '.2f')} with disambiguation suffixes (per "
+                               f"interaction {f(metrics['mean_id_length_unigram'], '.2f')}); an LM stream adds one end token"),
+        ("codebook usage", f"{f(metrics['codebook_usage_overall'])} of {metrics['vocab_size']} codes; per step "
+                           f"{usage_steps}; perplexity per step {perplexity}"),
+        ("collisions", f"{100 * metrics['collision_rate_before_dedup']:.1f} % of items before disambiguation; "
+                       f"{metrics['num_disambiguation_tokens']} suffix tokens; at most {metrics['max_items_per_code']} "
+                       "items on one code"),
+        ("Spearman(length, popularity)", f(metrics["spearman_length_popularity"])),
+        ("reconstruction", f"{f(metrics['recon_mse_uniform'])} per item, {f(metrics['recon_mse_unigram'])} per interaction"),
+        ("training", f"{metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s on {metrics.get('device', '?')}"),
+    ]
+    if metrics.get("collapse"):
+        rows.append(("COLLAPSED", "; ".join(metrics["collapse"])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 def plot_length_vs_popularity(lengths: np.ndarray, popularity: np.ndarray, path, title: str = "") -> None:

@@ -29,13 +29,14 @@ def small_transformer(dim: int, layers: int, heads: int, dropout: float = 0.0) -
 class ResidualEncoder(nn.Module):
     """Residual encoder over one shared codebook ``C ∈ R^{V×h}``."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, vocab_size: int, max_length: int):
+    def __init__(self, input_dim: int, hidden_dim: int, vocab_size: int, max_length: int, init_scale: float = 10.0,
+                 init_step_size: float = 1.0):
         super().__init__()
         self.max_length = max_length
         self.mlp = nn.Sequential(nn.Linear(input_dim, 2 * hidden_dim), nn.GELU(), nn.Linear(2 * hidden_dim, hidden_dim))
         self.codebook = nn.Parameter(torch.randn(vocab_size, hidden_dim) / math.sqrt(hidden_dim))
-        self.log_scale = nn.Parameter(torch.full((max_length,), math.log(10.0)))  # s_t, cosine logit scale
-        self.step_size = nn.Parameter(torch.ones(max_length))  # γ_t
+        self.log_scale = nn.Parameter(torch.full((max_length,), math.log(init_scale)))  # s_t, cosine logit scale
+        self.step_size = nn.Parameter(torch.full((max_length,), float(init_step_size)))  # γ_t
         self.norm = nn.RMSNorm(hidden_dim, elementwise_affine=False)
 
     def logits(self, h: torch.Tensor, t: int) -> torch.Tensor:

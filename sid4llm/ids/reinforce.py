@@ -1,8 +1,17 @@
-"""Emergent-communication baseline: a sender samples discrete codes (and, variable-length, when to stop),
-a receiver reconstructs the item from them. The receiver learns by gradient; the sender by REINFORCE with
-a moving-average baseline and an entropy bonus. The paper compares against it as the unstable alternative.
+"""Emergent-communication baseline, as in the paper's own code (its RQ3 configs): a sender samples one code per
+step from the same residual encoder as the dVAE; a receiver reconstructs the item from the message. The receiver
+learns by gradient on the cosine loss of the message it got; the sender by REINFORCE.
 
-Reward per item: ``−||x − x̂_len||² − length_cost · len``.
+Variable length follows EGG: code 0 is the end-of-message symbol of the same categorical (never at step 1, so
+every ID has at least one code), and an item's length is the number of codes before it (``max_length`` when it
+never comes). The sender's loss, per item, with ``Σ log p`` over the emitted symbols (the end symbol included):
+
+- reconstruction: ``(loss − b_loss) · Σ log p``, ``loss = 1 − cos(x, x̂_len)``;
+- length: ``(c · len − b_len) · Σ log p``, c annealed from ``length_cost_start`` to ``length_cost_end``;
+- entropy bonus: ``− coef · Σ_t H_t / len``, coef annealed from ``entropy_coef_start`` to ``entropy_coef_end``;
+
+``b_loss`` and ``b_len`` are moving averages (started at the first batch's mean). Both schedules are cosine
+over the first ``schedule_fraction`` of the steps. The paper reports this baseline as the unstable one.
 """
 
 from __future__ import annotations
@@ -13,22 +22,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import IdMethodConfig, IdModel
-from .modules import PrefixDecoder, ResidualEncoder, StopHead, argmax_one_hot, length_log_probs, squared_error
+from .base import IdInputError, IdMethodConfig, IdModel
+from .dvae import cosine_schedule
+from .modules import PrefixDecoder, ResidualEncoder, argmax_one_hot
+
+END = 0  # the end-of-message code of a variable-length sender
 
 
 @dataclass
 class ReinforceConfig(IdMethodConfig):
     method = "reinforce"
-    variable_length: bool = field(default=True, metadata={"help": "Let the sender choose when to stop."})
+    variable_length: bool = field(default=True, metadata={"help": "Let the sender end its message (code 0 = end)."})
     hidden_dim: int = field(default=128, metadata={"help": "Width of sender state, codebook and receiver."})
-    length_cost: float = field(default=0.01, metadata={"help": "Reward penalty per emitted token."})
-    entropy_coef: float = field(default=0.01, metadata={"help": "Weight of the sender's entropy bonus."})
-    baseline_momentum: float = field(default=0.99, metadata={"help": "Momentum of the moving-average reward baseline."})
-    normalize_advantage: bool = field(default=False, metadata={"help": "Divide advantages by their batch std (variance reduction)."})
+    length_cost_start: float = field(default=0.0, metadata={"help": "Cost per code (in cosine loss) at the start."})
+    length_cost_end: float = field(default=0.005, metadata={"help": "Cost per code after the schedule (paper: 0.005)."})
+    entropy_coef_start: float = field(default=0.03, metadata={"help": "Weight of the sender's entropy bonus at the start."})
+    entropy_coef_end: float = field(default=0.001, metadata={"help": "Weight of the entropy bonus after the schedule."})
+    schedule_fraction: float = field(default=0.5, metadata={"help": "Fraction of the steps over which both schedules run."})
+    baseline_momentum: float = field(default=0.99, metadata={"help": "Momentum of the moving-average baselines."})
+    init_logit_scale: float = field(default=5.0, metadata={"help": "Initial scale of the sender's cosine logits."})
+    init_step_size: float = field(default=0.2, metadata={"help": "Initial residual step size γ of the sender."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the sender's input while training."})
     decoder_layers: int = field(default=2, metadata={"help": "Layers of the receiver."})
-    stop_layers: int = field(default=1, metadata={"help": "Layers of the stop head."})
     heads: int = field(default=4, metadata={"help": "Attention heads."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variable_length and self.vocab_size < 3:
+            raise IdInputError("a variable-length REINFORCE sender needs vocab_size >= 3 (code 0 ends the message)")
 
 
 class ReinforceSenderReceiver(IdModel):
@@ -37,11 +58,29 @@ class ReinforceSenderReceiver(IdModel):
         self.config = config
         self.input_dim = input_dim
         L, h = config.max_length, config.hidden_dim
-        self.sender = ResidualEncoder(input_dim, h, config.vocab_size, L)
-        self.stop_head = StopHead(h, L, config.stop_layers, config.heads) if config.variable_length and L > 1 else None
+        self.sender = ResidualEncoder(input_dim, h, config.vocab_size, L, init_scale=config.init_logit_scale,
+                                      init_step_size=config.init_step_size)
+        self.dropout = nn.Dropout(config.dropout)
         self.receiver_embeddings = nn.Embedding(config.vocab_size, h)
         self.receiver = PrefixDecoder(h, input_dim, L, config.decoder_layers, config.heads)
-        self.register_buffer("baseline", torch.zeros(()))
+        self.register_buffer("loss_baseline", torch.zeros(()))
+        self.register_buffer("length_baseline", torch.zeros(()))
+        self.register_buffer("baselines_started", torch.zeros((), dtype=torch.bool))
+
+    def _mask(self, logits: torch.Tensor, t: int) -> torch.Tensor:
+        """No end symbol at the first step: every ID has at least one code."""
+        if self.config.variable_length and t == 0:
+            logits = logits.clone()
+            logits[..., END] = float("-inf")
+        return logits
+
+    def _lengths(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes before the first end symbol (``max_length`` when there is none)."""
+        L = codes.shape[1]
+        if not self.config.variable_length:
+            return torch.full((codes.shape[0],), L, device=codes.device, dtype=torch.long)
+        is_end = codes == END
+        return torch.where(is_end.any(1), is_end.float().argmax(1), torch.full_like(codes[:, 0], L)).long()
 
     def training_loss(self, x: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -49,51 +88,51 @@ class ReinforceSenderReceiver(IdModel):
         sampled: list[torch.Tensor] = []
 
         def sample(logits, t):
-            z = torch.distributions.Categorical(logits=logits).sample()
+            z = torch.distributions.Categorical(logits=self._mask(logits, t)).sample()
             sampled.append(z)
             return F.one_hot(z, cfg.vocab_size).to(logits.dtype)
 
-        logits, _, states = self.sender(x, sample)
+        logits, _, _ = self.sender(self.dropout(x), sample)
+        logits = torch.stack([self._mask(logits[:, t], t) for t in range(L)], 1)
         codes = torch.stack(sampled, 1)
+        lengths = self._lengths(codes)
         log_p = F.log_softmax(logits, -1)
         log_p_codes = log_p.gather(-1, codes[..., None]).squeeze(-1)  # [B, L]
-        entropy = -(log_p.exp() * log_p).sum(-1)  # [B, L]
-        errors = squared_error(x, self.receiver(self.receiver_embeddings(codes)))  # [B, L]
+        entropy = -(log_p.exp() * log_p.clamp(min=-1e9)).sum(-1)  # [B, L]
+        steps = torch.arange(L, device=x.device)[None, :]
+        emitted = (steps <= lengths[:, None]).to(x.dtype)  # the codes and the end symbol the receiver was sent
+        if not cfg.variable_length:
+            emitted = torch.ones_like(emitted)
+        x_hat = self.receiver(self.receiver_embeddings(codes))  # [B, L, d]
+        chosen = x_hat[torch.arange(x.shape[0], device=x.device), lengths - 1]
+        loss_vec = 1 - F.cosine_similarity(x, chosen, dim=-1)  # [B]
 
-        if self.stop_head is not None:
-            log_q_len = length_log_probs(self.stop_head(states))
-            lengths = torch.distributions.Categorical(logits=log_q_len).sample() + 1
-            log_p_len = log_q_len.gather(1, (lengths - 1)[:, None]).squeeze(1)
-            len_entropy = -(log_q_len.exp() * log_q_len).sum(1)
-        else:
-            lengths = torch.full((x.shape[0],), L, device=x.device)
-            log_p_len = len_entropy = torch.zeros(x.shape[0], device=x.device)
-        steps = torch.arange(1, L + 1, device=x.device)
-        emitted = (steps[None, :] <= lengths[:, None]).to(x.dtype)  # tokens the receiver actually saw
-        final_error = errors.gather(1, (lengths - 1)[:, None]).squeeze(1)
-        reward = -(final_error + cfg.length_cost * lengths.to(x.dtype)).detach()
-        advantage = reward - self.baseline
-        if cfg.normalize_advantage and advantage.numel() > 1:
-            advantage = advantage / (advantage.std() + 1e-6)
-        sender_log_prob = (log_p_codes * emitted).sum(1) + log_p_len
-        sender_loss = -(advantage * sender_log_prob).mean()
-        entropy_bonus = ((entropy * emitted).sum(1) + len_entropy).mean()
-        receiver_loss = errors.mean()  # every prefix, so any length can be decoded
+        length_cost = cosine_schedule(cfg.length_cost_start, cfg.length_cost_end, progress, cfg.schedule_fraction)
+        entropy_coef = cosine_schedule(cfg.entropy_coef_start, cfg.entropy_coef_end, progress, cfg.schedule_fraction)
+        length_loss = length_cost * lengths.to(x.dtype) if cfg.variable_length else torch.zeros_like(loss_vec)
         with torch.no_grad():
-            m = cfg.baseline_momentum if self.baseline.item() != 0 else 0.0
-            self.baseline.mul_(m).add_((1 - m) * reward.mean())
-        loss = receiver_loss + sender_loss - cfg.entropy_coef * entropy_bonus
-        return {"loss": loss, "recon": final_error.mean().detach(), "mean_length": lengths.float().mean(),
-                "reward": reward.mean(), "entropy": entropy.mean().detach()}
+            if not self.baselines_started:
+                self.loss_baseline.copy_(loss_vec.mean())
+                self.length_baseline.copy_(length_loss.mean())
+                self.baselines_started.fill_(True)
+        sender_log_prob = (log_p_codes * emitted).sum(1)
+        policy_loss = ((loss_vec.detach() - self.loss_baseline) * sender_log_prob).mean()
+        policy_length_loss = ((length_loss - self.length_baseline) * sender_log_prob).mean()
+        mean_entropy = ((entropy * emitted).sum(1) / emitted.sum(1)).mean()
+        loss = policy_loss + policy_length_loss - entropy_coef * mean_entropy + loss_vec.mean()
+        if self.training:
+            with torch.no_grad():
+                m = cfg.baseline_momentum
+                self.loss_baseline.lerp_(loss_vec.mean(), 1 - m)
+                self.length_baseline.lerp_(length_loss.mean(), 1 - m)
+        return {"loss": loss, "recon": 2 * loss_vec.mean().detach(), "mean_length": lengths.float().mean(),
+                "entropy": mean_entropy.detach(), "distinct_first_codes": torch.tensor(float(codes[:, 0].unique().numel()))}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _, states = self.sender(x, argmax_one_hot)
-        if self.stop_head is None:
-            lengths = torch.full((x.shape[0],), self.config.max_length, device=x.device, dtype=torch.long)
-        else:
-            lengths = length_log_probs(self.stop_head(states)).argmax(-1) + 1
-        return logits.argmax(-1), lengths
+        logits, _, _ = self.sender(x, lambda lg, t: argmax_one_hot(self._mask(lg, t), t))
+        codes = torch.stack([self._mask(logits[:, t], t) for t in range(self.config.max_length)], 1).argmax(-1)
+        return codes, self._lengths(codes)
 
     @torch.no_grad()
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:

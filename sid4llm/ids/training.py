@@ -3,6 +3,11 @@
 Gradient-trained methods see **interaction events**: every epoch is one pass over the train events in a
 random order, so an item appears as often as it was interacted with. That is what lets popular items earn
 short codes. RQ-KMeans is fitted on the items themselves, as it usually is.
+
+Training is counted in optimizer steps: ``epochs`` asks for passes over the events, ``min_steps`` raises that
+for small datasets (90k events are 88 steps an epoch at batch 1,024: two epochs leave the τ/β schedules, free
+bits and the length prior no room, and the codebook collapses to 1-code IDs), and every schedule is a fraction
+of the steps. A codebook that still collapses is an error, not a warning (:func:`save_training_outputs`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from tqdm.auto import tqdm
 from .atomic import AtomicConfig
 from .base import IdInputError, IdMethodConfig, encode_in_batches, validate_embeddings
 from .codebook import SemanticIdCodebook
-from .metrics import id_metrics, plot_length_vs_popularity, prefix_errors
+from .metrics import collapse_problems, id_metrics, plot_length_vs_popularity, prefix_errors
 from .registry import build_model
 from .rqkmeans import ResidualKMeans
 
@@ -36,8 +41,9 @@ class IdTrainingArguments:
     data_dir: str = field(default=None, metadata={"help": "A folder written by scripts/prepare_data.py."})
     output_dir: str = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot."})
     method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans, reinforce or atomic (one token per item)."})
-    epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs when > 0)."})
+    epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events (raised to reach min_steps)."})
+    min_steps: int = field(default=2000, metadata={"help": "Train at least this many steps whatever the dataset's size, so small catalogues get enough updates."})
+    max_steps: int = field(default=-1, metadata={"help": "Train exactly this many steps (overrides epochs and min_steps when > 0)."})
     batch_size: int = field(default=1024, metadata={"help": "Interaction events per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -47,10 +53,21 @@ class IdTrainingArguments:
     plot: bool = field(default=True, metadata={"help": "Write length_vs_popularity.png."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the codebook to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub."})
+    min_codebook_usage: float = field(default=0.5, metadata={"help": "Below this share of the codebook in use, training failed (collapse)."})
+    min_mean_length: float = field(default=1.5, metadata={"help": "Variable length: below this mean codes per item, training failed (1-code collapse)."})
+    allow_collapse: bool = field(default=False, metadata={"help": "Save a collapsed codebook anyway instead of stopping with an error."})
 
     def __post_init__(self):
         if self.sampling not in ("interactions", "uniform"):
             raise IdInputError(f"sampling must be 'interactions' or 'uniform', got {self.sampling!r}")
+
+    def total_steps(self, events_per_epoch: int) -> int:
+        """Optimizer steps of a run over ``events_per_epoch`` examples: ``max_steps``, else ``epochs`` of them
+        but never fewer than ``min_steps``."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_epoch = max(1, math.ceil(events_per_epoch / self.batch_size))
+        return max(self.min_steps, 1, int(round(self.epochs * per_epoch)))
 
 
 def set_seed(seed: int) -> None:
@@ -116,6 +133,7 @@ def train_semantic_ids(
         "train_examples_per_second": round(steps * args.batch_size / train_seconds, 1) if steps else None,
         "device": str(device), "history": history,
     })
+    metrics["collapse"] = collapse_problems(metrics, args.min_codebook_usage, args.min_mean_length)
     codebook.metrics = metrics
     return codebook
 
@@ -140,7 +158,10 @@ def _gradient_training(model, x, popularity, args: IdTrainingArguments, accelera
     rng = np.random.default_rng(model.config.seed)
     per_epoch = int(popularity.sum()) if args.sampling == "interactions" else len(popularity)
     steps_per_epoch = max(1, math.ceil(per_epoch / args.batch_size))
-    total = args.max_steps if args.max_steps > 0 else max(1, int(round(args.epochs * steps_per_epoch)))
+    total = args.total_steps(per_epoch)
+    if args.max_steps <= 0 and total > round(args.epochs * steps_per_epoch):
+        logger.info("%d steps (%.1f epochs of %d events): min_steps raised %g epochs of %d steps", total,
+                    total / steps_per_epoch, per_epoch, args.epochs, steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     x_device = x.to(accelerator.device)
@@ -155,7 +176,7 @@ def _gradient_training(model, x, popularity, args: IdTrainingArguments, accelera
             order, cursor = event_order(popularity, args.sampling, rng), 0
         batch = torch.from_numpy(order[cursor : cursor + args.batch_size]).to(accelerator.device)
         cursor += args.batch_size
-        out = unwrapped.training_loss(x_device[batch], progress=step / steps_per_epoch)
+        out = unwrapped.training_loss(x_device[batch], progress=step / total)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss became {out['loss'].item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -175,12 +196,29 @@ def _gradient_training(model, x, popularity, args: IdTrainingArguments, accelera
     return total, history
 
 
-def save_training_outputs(codebook: SemanticIdCodebook, output_dir: str | Path, plot: bool = True) -> Path:
-    """``OUT/codebook/``, ``OUT/metrics.json`` and ``OUT/length_vs_popularity.png``."""
+class CodebookCollapseError(IdInputError):
+    """Training ended with a collapsed codebook (few codes in use, or 1-code IDs); the message says what to change."""
+
+
+def save_training_outputs(codebook: SemanticIdCodebook, output_dir: str | Path, plot: bool = True,
+                          allow_collapse: bool = False) -> Path:
+    """``OUT/codebook/``, ``OUT/metrics.json`` and ``OUT/length_vs_popularity.png``.
+
+    A collapsed codebook (``metrics["collapse"]``) is not saved unless ``allow_collapse``: its metrics go to
+    ``OUT/collapse_report.json`` for diagnosis, nothing already in ``OUT`` is touched, and
+    :class:`CodebookCollapseError` says what to change."""
     import json
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    problems = codebook.metrics.get("collapse") or []
+    if problems and not allow_collapse:
+        report = out / "collapse_report.json"
+        report.write_text(json.dumps(codebook.metrics, indent=2))
+        raise CodebookCollapseError(
+            "the codebook collapsed: " + "; ".join(problems) + ". Train longer (--min_steps / --epochs), use a "
+            "smaller --batch_size or --vocab_size, or a lower --length_cost; --allow_collapse saves it anyway. "
+            f"Nothing was saved; the metrics are in {report}")
     codebook.save_pretrained(out / "codebook")
     (out / "metrics.json").write_text(json.dumps(codebook.metrics, indent=2))
     if plot:
