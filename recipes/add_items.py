@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import DataFormatError, read_item_file
 from sid4llm.embeddings import encode_texts, item_text
 from sid4llm.ids import SemanticIdCodebook
@@ -77,5 +77,6 @@ def main(args: AddItemsArguments) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    (arguments,) = parse_config_and_args([AddItemsArguments])
-    main(arguments)
+    with user_errors():
+        (arguments,) = parse_config_and_args([AddItemsArguments])
+        main(arguments)

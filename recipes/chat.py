@@ -11,7 +11,7 @@ trie-constrained decoding. In the REPL: /history shows what was understood, /res
 import logging
 from dataclasses import dataclass, field
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.pipeline import RecommendationPipeline
 
 
@@ -68,5 +68,6 @@ def main(args: ChatArguments) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    (arguments,) = parse_config_and_args([ChatArguments])
-    main(arguments)
+    with user_errors():
+        (arguments,) = parse_config_and_args([ChatArguments])
+        main(arguments)

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender, format_table
 from sid4llm.recommender import SidRecommender
@@ -57,5 +57,6 @@ def main(args: EvaluateArguments) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (arguments,) = parse_config_and_args([EvaluateArguments])
-    main(arguments)
+    with user_errors():
+        (arguments,) = parse_config_and_args([EvaluateArguments])
+        main(arguments)

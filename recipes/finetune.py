@@ -12,7 +12,7 @@ import logging
 
 from transformers import TrainingArguments
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
 from sid4llm.tasks import TaskArguments
 
@@ -26,4 +26,5 @@ def main(model_args, data_args, task_args, training_args) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(*parse_config_and_args([ModelArguments, SidDataArguments, TaskArguments, TrainingArguments]))
+    with user_errors():
+        main(*parse_config_and_args([ModelArguments, SidDataArguments, TaskArguments, TrainingArguments]))

@@ -8,10 +8,9 @@
 
 import json
 import logging
-import sys
 
-from sid4llm.cli import parse_config_and_args
-from sid4llm.data import DataFormatError, PrepareDataArguments, prepare_dataset
+from sid4llm.cli import parse_config_and_args, user_errors
+from sid4llm.data import PrepareDataArguments, prepare_dataset
 
 
 def main(args: PrepareDataArguments) -> None:
@@ -24,8 +23,6 @@ def main(args: PrepareDataArguments) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    (arguments,) = parse_config_and_args([PrepareDataArguments])
-    try:
+    with user_errors():
+        (arguments,) = parse_config_and_args([PrepareDataArguments])
         main(arguments)
-    except (DataFormatError, FileExistsError) as err:
-        sys.exit(f"error: {err}")

@@ -4,6 +4,8 @@ file.yaml`` supplying values and explicit command-line flags overriding them (as
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,34 @@ def peek_option(name: str, default: str | None = None, args: list[str] | None = 
             if isinstance(values, dict) and name in values:
                 return str(values[name])
     return default
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input (a file, a flag, a saved artefact), not a bug in sid4llm."""
+    from .artifacts import ArtifactError
+    from .data import DataFormatError
+    from .embeddings import EmbeddingError
+    from .ids import IdInputError
+
+    return (ArtifactError, DataFormatError, EmbeddingError, IdInputError, FileExistsError, FileNotFoundError)
+
+
+@contextmanager
+def user_errors(argv: list[str] | None = None) -> Iterator[None]:
+    """Run a command so that an expected user error prints one line (``error: <what, where, what to do>``) and
+    exits with status 1, with no traceback; ``--debug`` (taken out of ``sys.argv`` before parsing) shows it.
+
+        if __name__ == "__main__":
+            with user_errors():
+                main(*parse_config_and_args([...]))
+    """
+    argv = sys.argv if argv is None else argv
+    debug = "--debug" in argv
+    while "--debug" in argv:
+        argv.remove("--debug")
+    try:
+        yield
+    except user_error_types() as err:
+        if debug:
+            raise
+        sys.exit(f"error: {err}")

@@ -167,6 +167,21 @@ def load_item_embeddings(path: str | Path) -> tuple[np.ndarray, list[str], dict]
     return vectors, ids, meta
 
 
+def _stack_rows(column, ids: list[str], path: Path) -> np.ndarray:
+    """One vector per row of a list column; a missing or wrongly sized row is named (row and item id)."""
+    rows, width = [], None
+    for row, (item, value) in enumerate(zip(ids, column)):
+        vector = None if value is None else np.asarray(value, dtype=np.float32).reshape(-1)
+        if vector is None or vector.size == 0:
+            raise EmbeddingError(f"{path}, row {row} (item {item!r}): no embedding (empty or missing value)")
+        width = width or vector.size
+        if vector.size != width:
+            raise EmbeddingError(f"{path}, row {row} (item {item!r}): embedding of length {vector.size}, but the "
+                                 f"first row has {width}; every row needs the same dimension")
+        rows.append(vector)
+    return np.stack(rows)
+
+
 def read_user_embeddings(path: str | Path, item_ids: Sequence[str]) -> np.ndarray:
     """Vectors a user brings, keyed by item id, returned in the order of ``item_ids`` and L2-normalised.
 
@@ -196,7 +211,7 @@ def read_user_embeddings(path: str | Path, item_ids: Sequence[str]) -> np.ndarra
             raise EmbeddingError(f"{path}: missing column 'item_id' (found {list(df.columns)})")
         ids = df["item_id"].astype(str).tolist()
         if "embedding" in df.columns:
-            vectors = np.stack([np.asarray(v, dtype=np.float32) for v in df["embedding"]])
+            vectors = _stack_rows(df["embedding"], ids, path)
         else:
             vectors = df.drop(columns=["item_id"]).to_numpy(dtype=np.float32)
     else:

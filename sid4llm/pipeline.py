@@ -52,9 +52,15 @@ class RecommendationPipeline:
         return {"item_id": cb.item_ids[index], "title": cb.titles[index] if cb.titles else cb.item_ids[index],
                 "index": index, "score": score}
 
-    def resolve(self, history: Sequence[str | int]) -> list[int]:
-        """Codebook indices for a history given as titles (exact or fuzzy), item ids or indices; a name that
-        matches nothing is an error naming it."""
+    def resolve(self, history: Sequence[str | int], by_index: bool = False) -> list[int]:
+        """Codebook indices for a history of titles (exact or fuzzy) or item ids (str or int, as in the data); a
+        name that matches nothing is an error naming it. ``by_index``: the history already holds codebook
+        indices (checked against the catalogue size)."""
+        if by_index:
+            bad = [i for i in history if not isinstance(i, numbers.Integral) or not 0 <= i < len(self.codebook)]
+            if bad:
+                raise ValueError(f"codebook indices must be integers in [0, {len(self.codebook)}), got {bad[:5]!r}")
+            return [int(i) for i in history]
         found, missing = self.titles.resolve(history)
         if missing:
             raise KeyError(f"no catalogue item matches {missing!r}; try the exact title or the item id")
@@ -62,9 +68,10 @@ class RecommendationPipeline:
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, history, k: int = 10, exclude: Sequence[str | int] = (), exclude_history: bool = True,
-                  style: str = "ids", num_beams: int | None = None) -> list[dict]:
-        """Top-``k`` items after ``history`` (or, given a list of histories, one list per history). A bare
-        string is one title.
+                  style: str = "ids", num_beams: int | None = None, by_index: bool = False) -> list[dict]:
+        """Top-``k`` items after ``history`` (or, given a list of histories, one list per history): titles or
+        item ids (strings or ints, as in the data). A bare string is one title. ``by_index=True`` takes
+        codebook indices instead (in ``history`` and ``exclude``).
 
         Items in the history (and in ``exclude``) are left out, so the list holds ``k`` new items.
         ``style``: ``ids`` (the sequential prompt) or ``titles`` (the natural-language prompt)."""
@@ -73,8 +80,8 @@ class RecommendationPipeline:
         if not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a positive number of items, got {k!r}")
         batch = len(history) > 0 and isinstance(history[0], list | tuple)
-        histories = [self.resolve(h) for h in (history if batch else [history])]
-        banned = set(self.resolve(list(exclude)))
+        histories = [self.resolve(h, by_index) for h in (history if batch else [history])]
+        banned = set(self.resolve(list(exclude), by_index))
         results = self.recommender.recommend(histories, k=min(k, len(self.codebook)), num_beams=num_beams, style=style,
                                              exclude_seen=exclude_history, exclude=[banned] * len(histories))
         out = [[self._item(r["index"], r["score"]) for r in ranked] for ranked in results]
@@ -107,7 +114,7 @@ class RecommendationPipeline:
         if not items and not prose.strip(" \n.,;:!-"):
             text = ""  # the model only repeated items already in the conversation: the list says it better
         if len(items) < k:
-            more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles")
+            more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles", by_index=True)
             items += [m["index"] for m in more]
         recommended, understood = [self._item(i) for i in items], [self._item(i) for i in named]
         listing = "\n".join(f"{n}. {item['title']}" for n, item in enumerate(recommended, 1))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
+from .artifacts import ArtifactError, read_json
 from .ids import SemanticIdCodebook
 from .models import load_causal_lm
 from .tokenization import VOCAB_FILE, IdVocabulary
@@ -82,7 +84,13 @@ class SidRecommender:
         return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
 
     def _index(self, item) -> int:
-        return item if isinstance(item, int) else self.codebook.index_of(str(item))
+        """A codebook index from an index (int, checked) or an item id (str). ``RecommendationPipeline`` is the
+        API for item ids given as ints, and for titles."""
+        if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            if not 0 <= item < len(self.codebook):
+                raise ValueError(f"codebook index {item} is out of range [0, {len(self.codebook)})")
+            return int(item)
+        return self.codebook.index_of(str(item))
 
     def prompt_ids(self, history, style: str = "ids") -> list[int]:
         """The prompt the model was trained with, after which the next token starts an item's ID.
@@ -271,12 +279,16 @@ class SidRecommender:
             path = Path(snapshot_download(str(path_or_repo_id), revision=revision))
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
-        config = json.loads((path / CONFIG_FILE).read_text())
+        config = read_json(path / CONFIG_FILE)
+        if not (path / VOCAB_FILE).is_file():
+            raise ArtifactError(
+                f"{path / VOCAB_FILE}: file missing. It pins the tokenizer's ID tokens to the codebook the model was "
+                "trained with; without it a different codebook would load silently. Restore it from the saved "
+                "folder or its Hub repository")
         codebook = SemanticIdCodebook.from_pretrained(path / "codebook")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         vocab = IdVocabulary.from_tokenizer(tokenizer, codebook)
-        if (path / VOCAB_FILE).is_file():
-            vocab.check_matches(path)
+        vocab.check_matches(path)
         if config.get("peft", False):
             from peft import PeftModel
 

@@ -10,6 +10,7 @@ When several items share a normal form (remakes), the most popular one wins.
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -67,10 +68,15 @@ class TitleIndex:
         return self._by_form[best[1]] if best else None
 
     def resolve(self, names: Sequence[str | int]) -> tuple[list[int], list[str]]:
-        """Codebook indices for ``names`` (ints pass through) and the names that matched nothing."""
+        """Codebook indices for ``names`` and the names that matched nothing. A string is an item id or a title
+        (exact, normal form, fuzzy, or a title's start); an int is an item id as in the data (``1`` and ``"1"``
+        alike), never a codebook index."""
         found, missing = [], []
         for name in names:
-            index = name if isinstance(name, int) else self.lookup(str(name))
+            if isinstance(name, numbers.Integral) and not isinstance(name, bool):
+                index = self._item_ids.get(str(name))
+            else:
+                index = self.lookup(str(name))
             (missing.append(str(name)) if index is None else found.append(index))
         return found, missing
 

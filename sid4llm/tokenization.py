@@ -25,6 +25,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .artifacts import ArtifactError, read_json
 from .ids import SemanticIdCodebook
 
 BEGIN_TOKEN = "<|sid_begin|>"
@@ -217,9 +218,15 @@ class IdVocabulary:
         return push_folder(self.save, repo_id, private, token, commit_message)
 
     def check_matches(self, directory: str | Path) -> None:
-        record = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        """The saved pin (``sid_vocabulary.json``) agrees with this mapping: same codebook, same token ids."""
+        path = Path(directory) / VOCAB_FILE
+        record = read_json(path, required_keys=("codebook_fingerprint", "id_token_ids"))
         if record["codebook_fingerprint"] != codebook_fingerprint(self.codebook):
-            raise ValueError(f"{directory}: the tokenizer was saved with a different codebook than the one loaded")
+            raise ArtifactError(f"{path}: the tokenizer was saved with a different codebook than the one loaded")
+        saved = [record.get("begin_id"), record.get("end_id"), record.get("user_id"), *record["id_token_ids"]]
+        if saved != self.new_token_ids:
+            raise ArtifactError(f"{path}: the tokenizer's ID tokens have other token ids than when the model was "
+                                "saved; the tokenizer files were replaced or edited")
 
 
 # --------------------------------------------------------------------------------------------- embeddings

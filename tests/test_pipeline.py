@@ -10,12 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import TrainingArguments
 
 from sid4llm import RecommendationPipeline, SidRecommender
-from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
 from sid4llm.ids import SemanticIdCodebook
-from sid4llm.tasks import TaskArguments
 from sid4llm.titles import TitleIndex, normalize_title
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,19 +20,6 @@ CATALOGUE = ["Toy Story (1995)", "Toy Story 2 (1999)", "American President, The 
              "Star Wars: Episode IV - A New Hope (1977)", "Star Wars: Episode I - The Phantom Menace (1999)",
              "Silence of the Lambs, The (1991)", "Aladdin (1992)", "Aladdin (2019)"]
 POPULARITY = [50, 20, 5, 30, 90, 40, 60, 25, 1]
-
-
-@pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
-    """A LoRA recommender fine-tuned for a few steps on the tiny dataset, saved as on the Hub."""
-    out = tmp_path_factory.mktemp("pipeline") / "model"
-    run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
-                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
-                 TaskArguments(tasks="sequential,natural_language,alignment", windows_per_user=2,
-                               history_token_budget=40, max_seq_length=128),
-                 TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
-                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
-    return str(out)
 
 
 @pytest.fixture

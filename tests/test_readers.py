@@ -148,13 +148,6 @@ def test_unparsable_timestamp_error_names_the_line(tmp_path):
         read_generic(path)
 
 
-def test_metadata_for_unknown_item_is_an_error(tmp_path):
-    events = _write(tmp_path / "e.csv", "user_id,item_id,timestamp\nu,a,1\n")
-    items = _write(tmp_path / "items.csv", "item_id,title\na,Apple\nzz,Unknown\n")
-    with pytest.raises(DataFormatError, match=r"items\.csv, line 3: item 'zz' has metadata but no interaction"):
-        read_generic(events, items)
-
-
 def test_amazon_review_missing_field_names_the_line(tmp_path):
     path = _write(tmp_path / "x_5.json", json.dumps({"reviewerID": "A", "asin": "B", "unixReviewTime": 1}) + "\n"
                   + json.dumps({"reviewerID": "A", "unixReviewTime": 2}) + "\n")

@@ -50,9 +50,11 @@ class PrepareDataArguments:
     )
     item_file: str | None = field(default=None, metadata={"help": "Item metadata file (Amazon meta_*.json, or a generic item table)."})
     user_column: str | None = field(default=None, metadata={"help": "Generic format: user column (detected if unset)."})
-    item_column: str | None = field(default=None, metadata={"help": "Generic format: item column (detected if unset)."})
+    item_column: str | None = field(default=None, metadata={"help": "Generic format: item column of the interactions file (detected if unset)."})
+    item_id_column: str | None = field(default=None, metadata={"help": "Generic format: item id column of --item_file (detected if unset)."})
     timestamp_column: str | None = field(default=None, metadata={"help": "Generic format: timestamp column (detected if unset)."})
     timestamp_unit: str = field(default="auto", metadata={"help": "Generic numeric timestamps: s, ms or auto."})
+    timestamp_format: str | None = field(default=None, metadata={"help": "Generic date strings: strptime format, e.g. '%d/%m/%Y %H:%M' (needed when dates read both day- and month-first)."})
     user_core: int = field(default=5, metadata={"help": "Keep users with at least this many events (iterative k-core)."})
     item_core: int = field(default=5, metadata={"help": "Keep items with at least this many events (iterative k-core)."})
     min_rating: float | None = field(default=None, metadata={"help": "Drop events rated below this (None keeps all)."})
@@ -143,7 +145,7 @@ def prepare_dataset(args: PrepareDataArguments) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / "stats.json").exists():
         raise FileExistsError(f"{out} exists and is not a prepared dataset; refusing to write over its files")
     raw = load_raw(args.dataset, args.format, args.item_file, args.user_column, args.item_column,
-                   args.timestamp_column, args.timestamp_unit)
+                   args.timestamp_column, args.timestamp_unit, args.item_id_column, args.timestamp_format)
     processed: ProcessedData = process_interactions(
         raw, args.user_core, args.item_core, args.min_rating, args.drop_repeat_consumption, args.max_users, args.seed
     )

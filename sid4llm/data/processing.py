@@ -8,6 +8,7 @@ contiguous item indices (original ids kept).
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import pandas as pd
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
 
 from .readers import DataFormatError, RawData
+
+logger = logging.getLogger(__name__)
 
 MIN_EVENTS_PER_USER = 3  # one to train on, one to validate, one to test
 
@@ -72,6 +75,12 @@ def process_interactions(
     """
     df = raw.interactions.reset_index(drop=True).copy()
     df["order"] = np.arange(len(df), dtype=np.int64)
+    # One rule in every format: metadata for an item nobody interacted with is dropped, and counted.
+    without_interactions = raw.item_rows_without_interactions
+    if raw.items is not None and len(raw.items):
+        without_interactions += int((~raw.items["item_id"].drop_duplicates().isin(set(df["item_id"]))).sum())
+    if without_interactions:
+        logger.info("%d item metadata rows have no interaction and are dropped", without_interactions)
     n_raw = len(df)
     if n_raw == 0:
         raise DataFormatError(f"{raw.source}: no interactions in {raw.files}")
@@ -145,6 +154,10 @@ def process_interactions(
 
     lengths = ends - starts
     n_users, n_items, n_events = len(user_ids), len(item_ids), len(df)
+    missing_titles = int(sum(not str(t).strip() for t in items["title"])) if raw.items is not None else None
+    if missing_titles:
+        logger.warning("%d of %d items have no title (missing or blank in the item file); they are embedded from "
+                       "their other fields only", missing_titles, n_items)
     has_text = bool(any(t for t in items["title"]) or any(d for d in items["description"]))
     stats = {
         "source": raw.source,
@@ -168,6 +181,8 @@ def process_interactions(
         "fraction_events_with_tied_timestamp": tied_timestamp_fraction(df),
         "n_train_events": int(train_counts.sum()),
         "items_without_train_events": int((train_counts == 0).sum()),
+        "item_rows_without_interactions_dropped": without_interactions,
+        "items_without_title": missing_titles,
         "timestamp_min": int(times_seq.min()),
         "timestamp_max": int(times_seq.max()),
     }

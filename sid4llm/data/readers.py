@@ -36,6 +36,9 @@ class RawData:
     items: pd.DataFrame | None
     source: str
     files: list[str] = field(default_factory=list)
+    # Metadata rows a reader skipped because their item has no interaction (Amazon metadata covers a whole
+    # category); processing adds the rows of ``items`` that match no interaction and reports the sum.
+    item_rows_without_interactions: int = 0
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -61,12 +64,24 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> No
         )
 
 
-def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str = "auto") -> np.ndarray:
+def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str = "auto",
+                     timestamp_format: str | None = None) -> np.ndarray:
     """Parse a timestamp column (numbers or date strings) to int64 Unix seconds.
 
     ``first_line`` is the 1-based file line of ``values.iloc[0]``, so an unparsable value is reported with
-    the line it sits on. ``unit`` is ``s``, ``ms`` or ``auto`` (numbers above 1e11 are taken as ms).
+    the line it sits on. ``unit`` is ``s``, ``ms`` or ``auto`` (numbers above 1e11 are taken as ms). Date
+    strings are parsed with ``timestamp_format`` (strptime codes) when given; otherwise they must read the
+    same day-first and month-first (``03/12/2009`` does not), or the error asks for a format.
     """
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    if timestamp_format:
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, format=timestamp_format)
+        bad = parsed.isna().to_numpy()
+        if not bad.any():
+            return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+        row = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(f"{path}, line {first_line + row}: timestamp {values.iloc[row]!r} does not match "
+                              f"--timestamp_format {timestamp_format!r}")
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
         out = numeric.to_numpy(dtype=np.float64)
@@ -76,10 +91,20 @@ def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str =
     if numeric.notna().any():  # mostly numbers: the strings among them are the bad rows
         bad = numeric.isna().to_numpy()
     else:
+        iso = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        if iso.notna().all():  # 2009-12-14, 2009-12-14T02:52:00Z: one reading only
+            return ((iso - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
         bad = parsed.isna().to_numpy()
         if not bad.any():
-            epoch = pd.Timestamp("1970-01-01", tz="UTC")
+            day_first = pd.to_datetime(values, errors="coerce", utc=True, format="mixed", dayfirst=True)
+            differ = (day_first != parsed).to_numpy()
+            if differ.any():
+                row = int(np.flatnonzero(differ)[0])
+                raise DataFormatError(
+                    f"{path}, line {first_line + row}: ambiguous date {values.iloc[row]!r} (month-first "
+                    f"{parsed.iloc[row]:%Y-%m-%d}, day-first {day_first.iloc[row]:%Y-%m-%d}); pass --timestamp_format, "
+                    "e.g. '%d/%m/%Y %H:%M' for day-first dates")
             return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
     row = int(np.flatnonzero(bad)[0])
     raise DataFormatError(
@@ -112,14 +137,16 @@ def _json_lines(path: Path, python_literals: bool = False) -> Iterator[tuple[int
             yield line_no, record
 
 
-def _interactions_frame(users, items, timestamps, path: Path, first_line: int, unit="auto", ratings=None):
+def _interactions_frame(users, items, timestamps, path: Path, first_line: int, unit="auto", ratings=None,
+                        timestamp_format: str | None = None):
     df = pd.DataFrame({"user_id": pd.Series(users, dtype=str), "item_id": pd.Series(items, dtype=str)})
     for col in ("user_id", "item_id"):
         empty = (df[col].isna() | (df[col].str.strip() == "")).to_numpy()
         if empty.any():
             row = int(np.flatnonzero(empty)[0])
             raise DataFormatError(f"{path}, line {first_line + row}: empty {col}")
-    df["timestamp"] = _to_unix_seconds(pd.Series(timestamps).reset_index(drop=True), path, first_line, unit)
+    df["timestamp"] = _to_unix_seconds(pd.Series(timestamps).reset_index(drop=True), path, first_line, unit,
+                                       timestamp_format)
     if ratings is not None:
         df["rating"] = pd.to_numeric(pd.Series(ratings), errors="coerce").to_numpy(dtype=np.float64)
     return df
@@ -148,6 +175,13 @@ def _text_list(value) -> list[str]:
     for v in value:
         out.extend(_text_list(v))
     return out
+
+
+def _text(value) -> str:
+    """A scalar text field; missing values (None, NaN) are the empty string, never "nan"."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
 
 
 def _dedup_keep_order(values: list[str]) -> list[str]:
@@ -305,7 +339,7 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None) -> RawD
     if first is None:
         raise DataFormatError(f"{path}: no reviews in file")
     inter = _interactions_frame(users, items, times, path, first, "s", ratings)
-    meta = None
+    meta, skipped = None, 0
     if metadata is not None:
         meta_path = _require_file(Path(metadata), "Amazon metadata file")
         reviewed = set(inter["item_id"].unique())
@@ -314,6 +348,7 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None) -> RawD
             if "asin" not in rec:
                 raise DataFormatError(f"{meta_path}, line {line_no}: missing field 'asin'")
             if rec["asin"] not in reviewed:
+                skipped += 1
                 continue
             rows.append({
                 "item_id": rec["asin"],
@@ -323,7 +358,7 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None) -> RawD
                 "description": " ".join(_text_list(rec.get("description"))),
             })
         meta = _items_frame(rows)
-    return RawData(inter, meta, "amazon", [str(path)] + ([str(metadata)] if metadata else []))
+    return RawData(inter, meta, "amazon", [str(path)] + ([str(metadata)] if metadata else []), skipped)
 
 
 def read_amazon2023(reviews: str | Path, metadata: str | Path | None = None) -> RawData:
@@ -346,7 +381,7 @@ def read_amazon2023(reviews: str | Path, metadata: str | Path | None = None) -> 
     if first is None:
         raise DataFormatError(f"{path}: no reviews in file")
     inter = _interactions_frame(users, items, times, path, first, "ms", ratings)
-    meta = None
+    meta, skipped = None, 0
     if metadata is not None:
         meta_path = _require_file(Path(metadata), "Amazon 2023 metadata file")
         reviewed = set(inter["item_id"].unique())
@@ -355,6 +390,7 @@ def read_amazon2023(reviews: str | Path, metadata: str | Path | None = None) -> 
             if "parent_asin" not in rec:
                 raise DataFormatError(f"{meta_path}, line {line_no}: missing field 'parent_asin'")
             if rec["parent_asin"] not in reviewed:
+                skipped += 1
                 continue
             cats = _text_list(rec.get("categories")) or _text_list(rec.get("main_category"))
             rows.append({
@@ -365,7 +401,7 @@ def read_amazon2023(reviews: str | Path, metadata: str | Path | None = None) -> 
                 "description": " ".join(_text_list(rec.get("features")) + _text_list(rec.get("description"))),
             })
         meta = _items_frame(rows)
-    return RawData(inter, meta, "amazon2023", [str(path)] + ([str(metadata)] if metadata else []))
+    return RawData(inter, meta, "amazon2023", [str(path)] + ([str(metadata)] if metadata else []), skipped)
 
 
 # --------------------------------------------------------------------------------------------- generic
@@ -375,59 +411,101 @@ ITEM_ALIASES = ("item_id", "item", "itemId", "movieId", "parent_asin", "asin", "
 TIME_ALIASES = ("timestamp", "time", "ts", "unixReviewTime", "datetime", "date")
 
 
+DELIMITERS = ",\t;|"
+
+
+def _sniff_delimiter(path: Path, default: str) -> str:
+    """The delimiter of a text table, from its first lines (",", tab, ";" or "|"); ``default`` when unclear."""
+    with _open_text(path) as f:
+        sample = f.read(65536)
+    if not sample.strip():
+        raise DataFormatError(f"{path}: the file is empty")
+    header = sample.splitlines()[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    if counts.get(default):
+        return default
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        best = max(counts, key=counts.get)
+        return best if counts[best] else default
+
+
 def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV / TSV / Parquet / JSONL table; the delimiter of a text table is detected. Empty files, and files
+    with a header but no rows, are errors that name the file."""
     name = path.name.lower().removesuffix(".gz")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: the file is empty (0 bytes)")
     if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if name.endswith((".jsonl", ".json", ".ndjson")):
-        return pd.DataFrame.from_records([rec for _, rec in _json_lines(path)])
-    if name.endswith((".csv", ".tsv", ".txt")):
-        sep = "\t" if name.endswith((".tsv", ".txt")) else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    raise DataFormatError(f"{path}: unsupported file type (use .csv, .tsv, .parquet or .jsonl, optionally .gz)")
+        df = pd.read_parquet(path)
+    elif name.endswith((".jsonl", ".json", ".ndjson")):
+        df = pd.DataFrame.from_records([rec for _, rec in _json_lines(path)])
+    elif name.endswith((".csv", ".tsv", ".txt")):
+        sep = _sniff_delimiter(path, "\t" if name.endswith((".tsv", ".txt")) else ",")
+        try:
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise DataFormatError(f"{path}: cannot be read as a {sep!r}-delimited table: {err}") from None
+    else:
+        raise DataFormatError(f"{path}: unsupported file type (use .csv, .tsv, .parquet or .jsonl, optionally .gz)")
+    if df.empty:
+        raise DataFormatError(f"{path}: no rows" + (f" (only the header {list(df.columns)})" if len(df.columns) else ""))
+    return df
 
 
-def _pick_column(df: pd.DataFrame, chosen: str | None, aliases: tuple[str, ...], what: str, path: Path) -> str:
+def _pick_column(df: pd.DataFrame, chosen: str | None, aliases: tuple[str, ...], what: str, path: Path,
+                 flag: str | None = None) -> str:
     if chosen:
         _require_columns(df, [chosen], path)
         return chosen
     for name in aliases:
         if name in df.columns:
             return name
+    hint = ""
+    if len(df.columns) == 1 and re.search(r"[^\w ]", str(df.columns[0])):
+        hint = " (the header is one column: is the file delimited by something other than , tab ; or | ?)"
     raise DataFormatError(
-        f"{path}: no {what} column (looked for {list(aliases)}; columns found: {list(df.columns)}); "
-        f"name it with --{what}_column"
+        f"{path}: no {what} column (looked for {list(aliases)}; columns found: {list(df.columns)}){hint}; "
+        f"name it with --{flag or what + '_column'}"
     )
 
 
-def read_item_file(item_file: str | Path, item_column: str | None = None, require: Iterable[str] = (),
+CATEGORY_ALIASES = ("categories", "category", "genres", "genre")
+
+
+def read_item_file(item_file: str | Path, item_id_column: str | None = None, require: Iterable[str] = (),
                    known_items: set[str] | None = None, interactions_path: Path | None = None) -> pd.DataFrame:
-    """An item file (CSV / TSV / Parquet / JSONL) as the items frame: ``item_id`` (column detected or given)
-    and the text columns ``title``, ``categories`` (a list; "a|b;c,d" strings are split), ``brand``,
-    ``description`` (other string columns are appended to it). ``require`` names columns that must exist;
-    with ``known_items``, an item outside it is an error naming its line (metadata for an unknown item)."""
+    """An item file (CSV / TSV / Parquet / JSONL) as the items frame: ``item_id`` (column detected or given
+    with ``item_id_column``) and the text columns ``title``, ``categories`` (from a ``categories``,
+    ``category``, ``genres`` or ``genre`` column; "a|b;c,d" strings are split), ``brand``, ``description``
+    (other string columns are appended to it). ``require`` names columns that must exist. With
+    ``known_items``, an item file that matches no interaction at all is an error (rows for some items without
+    interactions are fine: processing drops and counts them, the one rule of every format)."""
     ipath = _require_file(Path(item_file), "item file")
     it = _read_table(ipath)
     _require_columns(it, require, ipath)
-    icol = _pick_column(it, item_column if item_column in it.columns else None, ITEM_ALIASES, "item", ipath)
-    item_first_line = 2 if ipath.name.lower().removesuffix(".gz").endswith((".csv", ".tsv", ".txt")) else 1
-    extra_cols = [c for c in it.columns if c not in (icol, *TEXT_COLUMNS) and pd.api.types.is_string_dtype(it[c])]
-    rows = []
-    for row_no, rec in enumerate(it.to_dict("records")):
-        item_id = str(rec[icol])
-        if known_items is not None and item_id not in known_items:
+    icol = _pick_column(it, item_id_column, ITEM_ALIASES, "item id", ipath, flag="item_id_column")
+    category_col = next((c for c in CATEGORY_ALIASES if c in it.columns and c != icol), None)
+    extra_cols = [c for c in it.columns if c not in (icol, category_col, *TEXT_COLUMNS)
+                  and pd.api.types.is_string_dtype(it[c])]
+    if known_items is not None:
+        ids = it[icol].astype(str)
+        if not ids.isin(known_items).any():
             raise DataFormatError(
-                f"{ipath}, line {item_first_line + row_no}: item {item_id!r} has metadata but no interaction "
-                f"in {interactions_path} (wrong item column or mismatched files?)"
-            )
-        cats = rec.get("categories")
+                f"{ipath}: none of its {len(it):,} items (column {icol!r}, e.g. {ids.iloc[0]!r}) has an interaction "
+                f"in {interactions_path}; wrong --item_id_column, or mismatched files?")
+    rows = []
+    for rec in it.to_dict("records"):
+        item_id = str(rec[icol])
+        cats = rec.get(category_col) if category_col else None
         if isinstance(cats, str):
             cats = [c.strip() for c in re.split(r"[|;,]", cats) if c.strip()]
         description = " ".join(
             _text_list(rec.get("description")) + [str(rec[c]) for c in extra_cols if isinstance(rec[c], str) and rec[c]]
         )
-        rows.append({"item_id": item_id, "title": str(rec.get("title") or ""), "categories": _text_list(cats),
-                     "brand": str(rec.get("brand") or ""), "description": description})
+        rows.append({"item_id": item_id, "title": _text(rec.get("title")), "categories": _text_list(cats),
+                     "brand": _text(rec.get("brand")), "description": description})
     return _items_frame(rows)
 
 
@@ -438,24 +516,25 @@ def read_generic(
     item_column: str | None = None,
     timestamp_column: str | None = None,
     timestamp_unit: str = "auto",
+    item_id_column: str | None = None,
+    timestamp_format: str | None = None,
 ) -> RawData:
-    """Any CSV / TSV / Parquet / JSONL of ``user, item, timestamp`` (column names detected or given), plus an
-    optional item file with an item column and text columns (``title``, ``categories``, ``brand``,
-    ``description``; other string columns are appended to the description).
+    """Any CSV / TSV / Parquet / JSONL of ``user, item, timestamp`` (column names detected or given; the
+    delimiter of a text file detected), plus an optional item file with an item id column (``item_id_column``)
+    and text columns (``title``, ``categories``/``genres``, ``brand``, ``description``; other string columns are
+    appended to the description).
 
-    Timestamps may be Unix seconds, Unix milliseconds or date strings.
+    Timestamps may be Unix seconds, Unix milliseconds or date strings (``timestamp_format`` when ambiguous).
     """
     path = _require_file(Path(interactions), "interactions file")
     df = _read_table(path)
-    if df.empty:
-        raise DataFormatError(f"{path}: no rows")
     u = _pick_column(df, user_column, USER_ALIASES, "user", path)
     i = _pick_column(df, item_column, ITEM_ALIASES, "item", path)
     t = _pick_column(df, timestamp_column, TIME_ALIASES, "timestamp", path)
     first_line = 1 if path.name.lower().removesuffix(".gz").endswith((".jsonl", ".json", ".ndjson")) else 2
     inter = _interactions_frame(df[u].astype(str), df[i].astype(str), df[t], path, first_line, timestamp_unit,
-                                df["rating"] if "rating" in df.columns else None)
+                                df["rating"] if "rating" in df.columns else None, timestamp_format)
     items = None
     if item_file is not None:
-        items = read_item_file(item_file, item_column, known_items=set(inter["item_id"]), interactions_path=path)
+        items = read_item_file(item_file, item_id_column, known_items=set(inter["item_id"]), interactions_path=path)
     return RawData(inter, items, f"file:{path.name}", [str(path)] + ([str(item_file)] if item_file else []))

@@ -103,6 +103,8 @@ def load_raw(
     item_column: str | None = None,
     timestamp_column: str | None = None,
     timestamp_unit: str = "auto",
+    item_id_column: str | None = None,
+    timestamp_format: str | None = None,
 ) -> RawData:
     """Read ``dataset`` — a bundled name (``default``, ``ml-1m``, ``ml-100k``) or a file/folder path."""
     if format not in FORMATS:
@@ -128,4 +130,5 @@ def load_raw(
             reviews, meta = _amazon_files(path, jsonl=fmt == "amazon2023")
             return reader(reviews, item_file or meta)
         return reader(path, item_file)
-    return read_generic(path, item_file, user_column, item_column, timestamp_column, timestamp_unit)
+    return read_generic(path, item_file, user_column, item_column, timestamp_column, timestamp_unit, item_id_column,
+                        timestamp_format)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ..artifacts import ArtifactError, read_json, read_optional_json, read_safetensors
 from .base import IdInputError, IdMethodConfig, IdModel, encode_in_batches, validate_embeddings
 from .registry import build_model, config_from_dict
 
@@ -218,20 +219,32 @@ class SemanticIdCodebook:
             path = Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token))
         if not (path / CONFIG_FILE).is_file():
             raise IdInputError(f"{path}: not a saved SemanticIdCodebook ({CONFIG_FILE} missing)")
-        config = json.loads((path / CONFIG_FILE).read_text())
+        config = read_json(path / CONFIG_FILE, required_keys=("id_method", "embedding_dim"))
         if config.get("format_version", 0) > FORMAT_VERSION:
             raise IdInputError(f"{path}: codebook format {config['format_version']} is newer than this sid4llm")
+        if not isinstance(config["id_method"], dict) or "method" not in config["id_method"]:
+            raise ArtifactError(f"{path / CONFIG_FILE}: 'id_method' must hold the ID method's config, with its 'method'")
         method_config = config_from_dict(config["id_method"])
-        tensors = load_file(str(path / "codes.safetensors"))
+        tensors = read_safetensors(path / "codes.safetensors")
+        missing = {"codes", "offsets", "disambiguation", "popularity"} - set(tensors)
+        if missing:
+            raise ArtifactError(f"{path / 'codes.safetensors'}: missing tensor(s) {sorted(missing)}")
         flat, offsets = tensors["codes"].tolist(), tensors["offsets"].tolist()
         codes = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-        items = json.loads((path / "items.json").read_text())
+        items = read_json(path / "items.json", required_keys=("item_ids",))
+        if not len(items["item_ids"]) == len(codes) == len(tensors["popularity"]):
+            raise ArtifactError(f"{path}: items.json lists {len(items['item_ids'])} items but codes.safetensors holds "
+                                f"{len(codes)} IDs; the files come from different codebooks")
         model = None
         if (path / "encoder.safetensors").is_file():
             model = build_model(method_config, config["embedding_dim"])
-            model.load_state_dict(load_file(str(path / "encoder.safetensors")))
+            try:
+                model.load_state_dict(read_safetensors(path / "encoder.safetensors"))
+            except RuntimeError as err:
+                raise ArtifactError(f"{path / 'encoder.safetensors'}: does not fit the {method_config.method} config "
+                                    f"in {CONFIG_FILE} ({str(err).splitlines()[0]})") from None
             model.eval()
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+        metrics = read_optional_json(path / "metrics.json")
         return cls(items["item_ids"], codes, tensors["disambiguation"].numpy(), tensors["popularity"].numpy(),
                    method_config, model, metrics, items.get("titles"), config["embedding_dim"])
 
