@@ -7,7 +7,8 @@
         --variants "c6: varlen_dvae; c9: varlen_dvae --length_cost 9; L5: varlen_dvae --max_length 5"   # a study
 
 Each method is configured by ``recipes/configs/ids/<method>.yaml`` (the files the recipe uses), so the table
-is what a user gets from ``recipes/train_ids.py`` with those configs. ``--scaling`` adds the time per epoch
+is what a user gets from ``recipes/train_ids.py`` with those configs. A run whose folder under ``--output_dir``
+already holds a codebook trained with the same method config is reused, so a long study can be resumed. ``--scaling`` adds the time per epoch
 and encoding throughput as the number of items grows (synthetic unit vectors, Zipf popularity).
 """
 
@@ -95,10 +96,20 @@ def compare(args: BenchArguments) -> list[dict]:
     for label, name, flags in runs(args):
         overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else []) + flags
         train_args, config = load_method(name, overrides)
-        print(f"== {label}: {config.to_dict()}", flush=True)
-        codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]), list(data.items["title"]))
-        save_training_outputs(codebook, Path(args.output_dir) / label.replace(" ", "_"), allow_collapse=True)
-        m = codebook.metrics
+        run_dir = Path(args.output_dir) / label.replace(" ", "_")
+        saved = run_dir / "codebook" / "codebook_config.json"
+        events = int(pop.sum()) if train_args.sampling == "interactions" else len(pop)
+        steps = 0 if config.method in ("rqkmeans", "atomic") else train_args.total_steps(events)
+        if saved.is_file() and json.loads(saved.read_text())["id_method"] == config.to_dict() \
+                and json.loads((run_dir / "metrics.json").read_text())["train_steps"] == steps:
+            print(f"== {label}: reusing the finished run in {run_dir}", flush=True)
+            m = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            print(f"== {label}: {config.to_dict()}", flush=True)
+            codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]),
+                                          list(data.items["title"]))
+            save_training_outputs(codebook, run_dir, allow_collapse=True)
+            m = codebook.metrics
         rows.append({**{k: v for k, v in m.items() if k != "history"}, "id_method": m["method"], "method": label,
                      "config": name, "flags": flags, "popularity_ratio_shortest_longest": popularity_ratio(m),
                      "epochs": train_args.epochs if config.method != "rqkmeans" else None})

@@ -50,17 +50,19 @@ class ReproduceArguments:
     data_dir: str = field(default=None, metadata={"help": "A prepared dataset (scripts/prepare_data.py)."})
     output_dir: str = field(default=None, metadata={"help": "Where runs, results and plots go."})
     seeds: str = field(default="0,1", metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
+    rec_seeds: str | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
     length_costs: str = field(default="3,6", metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=6.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
     id_steps: int = field(default=1500, metadata={"help": "Training steps (a batch of its config's events each) for every learned ID method."})
     rec_config: str = field(default="recipes/configs/finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
-    rec_steps: int = field(default=300, metadata={"help": "Training steps for every from-scratch recommender."})
+    rec_steps: int = field(default=300, metadata={"help": "Training steps of every from-scratch recommender at the main budget; the sweep scales them so every run reads the same tokens."})
     budget: int = field(default=60, metadata={"help": "History token budget of the main comparison."})
     budgets: str = field(default="30,60", metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
     eval_users: int = field(default=1000, metadata={"help": "Test users evaluated (a seeded random sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
+    rec_sets: str = field(default="varlen,fixed,rqkmeans,reinforce", metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
     llm_config: str = field(default="recipes/configs/finetune/quickstart.yaml", metadata={"help": "SmolLM2 + LoRA config."})
     llm_steps: int = field(default=60, metadata={"help": "LoRA steps per ID set for the SmolLM2 comparison (0 = skip it)."})
     llm_eval_users: int = field(default=500, metadata={"help": "Test users for the SmolLM2 comparison."})
@@ -142,21 +144,28 @@ def main(args: ReproduceArguments) -> None:
     # 2: the same from-scratch recommender on each ID set, same budget/steps/seed
     recs: list[dict] = []
     t = time.time()
-    rec_sets = [main_varlen, "fixed", "rqkmeans", "reinforce"] + [n for n, _, _ in id_runs(args)
-                                                                  if n.startswith("varlen") and n != main_varlen]
-    for seed in seeds:
+    chosen = [n.strip() for n in args.rec_sets.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - {"varlen", "fixed", "rqkmeans", "reinforce"})
+    if unknown:
+        raise SystemExit(f"error: --rec_sets: unknown ID set(s) {unknown}; choose from varlen, fixed, rqkmeans, reinforce")
+    rec_sets = [main_varlen if n == "varlen" else n for n in chosen] + [
+        n for n, _, _ in id_runs(args) if n.startswith("varlen") and n != main_varlen]
+    rec_seeds = [int(s) for s in args.rec_seeds.split(",")] if args.rec_seeds else seeds
+    for seed in rec_seeds:
+        id_seed = seed if seed in seeds else seeds[0]
         for name in rec_sets:
-            print(f"== recommender on {name} IDs, budget {args.budget}, seed {seed}", flush=True)
-            recs.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{seed}" / "codebook",
+            print(f"== recommender on {name} IDs (seed {id_seed}), budget {args.budget}, seed {seed}", flush=True)
+            recs.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{id_seed}" / "codebook",
                                         out / "runs" / f"rec_{name}_b{args.budget}_s{seed}", args.rec_config,
-                                        args.rec_steps, args.budget, seed, eval_users))
+                                        args.rec_steps, args.budget, seed, eval_users) | {"id_seed": id_seed})
     sweep: list[dict] = [r for r in recs if r["seed"] == seeds[0] and r["name"] in (main_varlen, "fixed")]
     for budget in [int(b) for b in args.budgets.split(",") if int(b) != args.budget]:
+        steps = max(1, round(args.rec_steps * args.budget / budget))  # the same tokens as at the main budget
         for name in (main_varlen, "fixed"):
-            print(f"== budget sweep: {name}, budget {budget}", flush=True)
+            print(f"== budget sweep: {name}, budget {budget}, {steps} steps", flush=True)
             sweep.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{seeds[0]}" / "codebook",
                                          out / "runs" / f"rec_{name}_b{budget}_s{seeds[0]}", args.rec_config,
-                                         args.rec_steps, budget, seeds[0], eval_users))
+                                         steps, budget, seeds[0], eval_users))
     timings["recommenders"] = time.time() - t
 
     # 4: SmolLM2 + LoRA, varlen vs fixed, same budget
@@ -243,7 +252,9 @@ def report(r: dict) -> str:
              f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in r['run_seconds'].items() if k != 'total')}); "
              f"this invocation: {r['timings_seconds']['total'] / 60:.1f} min (finished runs are reused).", "",
              "Command:", "", "```", r["command"], "```", "",
-             f"Seeds {seeds}; every learned ID method trained {r['arguments']['id_steps']} steps (batches of interaction "
+             f"ID seeds {seeds}, recommender seeds {sorted({x['seed'] for x in r['recommenders']})} (a recommender seed "
+             "without IDs of its own uses the first seed's IDs); every learned ID method trained "
+             f"{r['arguments']['id_steps']} steps (batches of interaction "
              "events) with its shipped config (no per-method tuning); every recommender trained "
              f"{r['arguments']['rec_steps']} steps from scratch with the same config, history budget and seed.", ""]
 
@@ -262,9 +273,9 @@ def report(r: dict) -> str:
               f"({r['arguments']['num_beams']} beams), {r['recommenders'][0]['n_users']:,} users. Paper (Yambda): "
               "recall@10 0.0466 varlen / 0.0418 fixed / 0.0413 RQ-KMeans; coverage@10 20,322 vs 14,286 items; "
               "mean recommended ID length 2.86 vs 6.", ""]
-    header = ["IDs", "seed", "recall@10", "NDCG@10", "coverage@10", "distinct@10", "head recall@10", "tail recall@10",
-              "mean rec. ID length", "history tokens used", "history items used", "train loss"]
-    rows = [[x["name"], x["seed"], x["recall@10"], x["ndcg@10"], x["coverage@10"], x["distinct_items@10"],
+    header = ["IDs", "IDs seed", "seed", "recall@10", "NDCG@10", "coverage@10", "distinct@10", "head recall@10",
+              "tail recall@10", "mean rec. ID length", "history tokens used", "history items used", "train loss"]
+    rows = [[x["name"], x.get("id_seed", x["seed"]), x["seed"], x["recall@10"], x["ndcg@10"], x["coverage@10"], x["distinct_items@10"],
              x["head_recall@10"], x["tail_recall@10"], x["mean_recommended_id_length@10"], x["history_tokens_used"],
              x["history_items_used"], x["train_loss"]] for x in r["recommenders"]]
     lines += _table(rows, header)
@@ -275,7 +286,8 @@ def report(r: dict) -> str:
                    ("recall@10", "ndcg@10", "coverage@10", "history_items_used", "mean_recommended_id_length@10")]
             for n in names]
     lines += _table(rows, ["IDs", "recall@10", "NDCG@10", "coverage@10", "history items used", "mean rec. ID length"])
-    lines += ["", "Budget sweep (first seed): recall@10 (history items used)", ""]
+    lines += ["", "Budget sweep (first seed; steps scaled so that every run reads the same number of tokens): recall@10 "
+              "(history items used)", ""]
     budgets = sorted({x["budget"] for x in r["budget_sweep"]})
     rows = []
     for n in (main_varlen, "fixed"):

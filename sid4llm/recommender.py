@@ -300,7 +300,10 @@ class SidRecommender:
         model.eval()
         if device is not None:
             model.to(device)
-        generation_config = GenerationConfig.from_pretrained(path)
+        try:
+            generation_config = GenerationConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"{path / 'generation_config.json'}: cannot be loaded ({str(err).splitlines()[0]})") from None
         return cls(model, vocab, generation_config, config)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,

@@ -237,11 +237,15 @@ def saved_copy(trained_dir, tmp_path) -> Path:
     return target
 
 
-def test_corrupted_json_files_are_named(saved_copy, tmp_path):
+def test_corrupted_json_files_are_named(trained_dir, saved_copy, tmp_path):
     (saved_copy / "codebook" / "codebook_config.json").write_text('{"id_method": ')
     with pytest.raises(ArtifactError, match=r"codebook_config\.json: not valid JSON") as err:
         SidRecommender.from_pretrained(saved_copy)
     record("corrupted codebook JSON", err.value, tmp_path)
+    shutil.copytree(Path(trained_dir) / "codebook", saved_copy / "codebook", dirs_exist_ok=True)
+    (saved_copy / "generation_config.json").write_text("[1, 2")
+    with pytest.raises(ArtifactError, match=r"generation_config\.json: cannot be loaded"):
+        SidRecommender.from_pretrained(saved_copy)
     (saved_copy / "sid4llm_config.json").write_text("{oops")
     with pytest.raises(ArtifactError, match=r"sid4llm_config\.json: not valid JSON") as err:
         SidRecommender.from_pretrained(saved_copy)

@@ -73,12 +73,14 @@ def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str =
     strings are parsed with ``timestamp_format`` (strptime codes) when given; otherwise they must read the
     same day-first and month-first (``03/12/2009`` does not), or the error asks for a format.
     """
-    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    def seconds(parsed: pd.Series) -> np.ndarray:
+        return ((parsed - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+
     if timestamp_format:
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format=timestamp_format)
         bad = parsed.isna().to_numpy()
         if not bad.any():
-            return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+            return seconds(parsed)
         row = int(np.flatnonzero(bad)[0])
         raise DataFormatError(f"{path}, line {first_line + row}: timestamp {values.iloc[row]!r} does not match "
                               f"--timestamp_format {timestamp_format!r}")
@@ -93,7 +95,7 @@ def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str =
     else:
         iso = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
         if iso.notna().all():  # 2009-12-14, 2009-12-14T02:52:00Z: one reading only
-            return ((iso - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+            return seconds(iso)
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
         bad = parsed.isna().to_numpy()
         if not bad.any():
@@ -105,7 +107,7 @@ def _to_unix_seconds(values: pd.Series, path: Path, first_line: int, unit: str =
                     f"{path}, line {first_line + row}: ambiguous date {values.iloc[row]!r} (month-first "
                     f"{parsed.iloc[row]:%Y-%m-%d}, day-first {day_first.iloc[row]:%Y-%m-%d}); pass --timestamp_format, "
                     "e.g. '%d/%m/%Y %H:%M' for day-first dates")
-            return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+            return seconds(parsed)
     row = int(np.flatnonzero(bad)[0])
     raise DataFormatError(
         f"{path}, line {first_line + row}: unparsable timestamp {values.iloc[row]!r}"
