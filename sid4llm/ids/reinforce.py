@@ -74,6 +74,10 @@ class ReinforceSenderReceiver(IdModel):
             logits[..., END] = float("-inf")
         return logits
 
+    def _mask_steps(self, logits: torch.Tensor) -> torch.Tensor:
+        """``_mask`` on the stacked logits of every step [B, L, V] (only step 1 changes)."""
+        return torch.cat([self._mask(logits[:, :1], 0), logits[:, 1:]], 1)
+
     def _lengths(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes before the first end symbol (``max_length`` when there is none)."""
         L = codes.shape[1]
@@ -93,7 +97,7 @@ class ReinforceSenderReceiver(IdModel):
             return F.one_hot(z, cfg.vocab_size).to(logits.dtype)
 
         logits, _, _ = self.sender(self.dropout(x), sample)
-        logits = torch.stack([self._mask(logits[:, t], t) for t in range(L)], 1)
+        logits = self._mask_steps(logits)
         codes = torch.stack(sampled, 1)
         lengths = self._lengths(codes)
         log_p = F.log_softmax(logits, -1)
@@ -131,7 +135,7 @@ class ReinforceSenderReceiver(IdModel):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _, _ = self.sender(x, lambda lg, t: argmax_one_hot(self._mask(lg, t), t))
-        codes = torch.stack([self._mask(logits[:, t], t) for t in range(self.config.max_length)], 1).argmax(-1)
+        codes = self._mask_steps(logits).argmax(-1)
         return codes, self._lengths(codes)
 
     @torch.no_grad()
