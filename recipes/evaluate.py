@@ -32,6 +32,8 @@ class EvaluateArguments:
                                                                 "(model and most-popular alike), as the field does."})
     report_with_seen: bool = field(default=True, metadata={"help": "Also decode with history items allowed and report "
                                                                     "model_with_seen / most_popular_with_seen."})
+    style: str = field(default="ids", metadata={"help": "Prompt: ids (the history as an ID stream) or titles (the "
+                                                        "natural-language prompt chat uses; needs the natural_language task)."})
     invalid_rate_users: int = field(default=64, metadata={"help": "Users for the unconstrained invalid-ID rate (0 = skip)."})
 
 
@@ -46,7 +48,8 @@ def main(args: EvaluateArguments) -> None:
     ks = [int(k) for k in args.k.split(",")]
     result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,
                                   args.max_users, args.invalid_rate_users, accelerator,
-                                  exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed)
+                                  exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed,
+                                  style=args.style)
     if accelerator.is_main_process:
         print(format_table(result, ks))
         if args.output:

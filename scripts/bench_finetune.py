@@ -4,7 +4,7 @@
         --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
         --compare "scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids" --json outputs/bench_finetune.json
 
-Takes every flag of recipes/finetune.py. ``--compare "A|B"`` runs once per variant, side by side in one table;
+Takes every flag of recipes/finetune.py. ``--compare "A|B"`` runs once per variant (``FIELD=none`` sets an optional field to None), side by side in one table;
 a variant is ``FIELD=VALUE[,FIELD=VALUE...]`` (e.g. ``"scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids"``:
 a text vocabulary with the whole-vocabulary loss, as before, vs an ID-only vocabulary with the ID-token loss). Counts what the model actually processed: tokens (padding
 included, and without it) and item targets (the end markers it learned to write).
@@ -17,7 +17,7 @@ import platform
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
@@ -102,6 +102,19 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
     }
 
 
+def parse_value(owner, key: str, value: str):
+    """A --compare value in the type of the field it sets (``none`` for an optional field's None)."""
+    if value.lower() in ("none", "null"):
+        return None
+    current = getattr(owner, key)
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes")
+    if current is not None:
+        return type(current)(value)
+    declared = str({f.name: f.type for f in fields(owner)}.get(key, ""))
+    return int(value) if declared.startswith("int") else float(value) if declared.startswith("float") else value
+
+
 def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> list[dict]:
     variants = [("as configured", {})]
     if bench.compare:
@@ -113,9 +126,7 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
             owner = next((a for a in args if hasattr(a, key)), None)
             if owner is None:
                 raise SystemExit(f"--compare: no argument named {key!r}")
-            current = getattr(owner, key)
-            setattr(owner, key, value.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(value)
-                    if current is not None else value)
+            setattr(owner, key, parse_value(owner, key, value))
         args[3].output_dir = tempfile.mkdtemp(prefix="bench_finetune_")
         rows.append({"variant": label, **run_one(*args, bench)})
         print(rows[-1], flush=True)
@@ -124,7 +135,8 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
     print("|" + "---|" * len(keys))
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    peak_note = "peak_rss_gib is the process's peak so far: in one run, compare variants by time, not memory"
+    peak_note = ("peak_rss_gib is the process's peak so far: list the smallest variant first, so that each later "
+                 "row's peak is its own when it needs more")
     if bench.json:
         write_json(bench.json, {"rows": rows, "note": peak_note if len(rows) > 1 else None})
     return rows

@@ -75,12 +75,28 @@ def chat_transcript(pipe: RecommendationPipeline, data: PreparedData, k: int) ->
 def model_label(recommender) -> str:
     cfg = recommender.config
     base = "SmolLM2-135M-Instruct" if cfg.get("base_model") == "default" else Path(str(cfg.get("base_model"))).name
+    layers = (cfg.get("model_args") or {}).get("pretrained_layers")
+    base += f" (first {layers} layers)" if layers and not cfg.get("from_scratch") else ""
     model = "Llama from scratch" if cfg.get("from_scratch") else base + (" + LoRA" if cfg.get("peft") else "")
     return f"{model}, {'variable' if recommender.codebook.config.variable_length else 'fixed'}-length IDs"
 
 
 def num(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def floor_sentence(evaluation: dict, ks: list[int]) -> str:
+    """How the model compares with the most-popular floor, in words (seen items left out of both lists)."""
+    k = 10 if 10 in ks else max(ks)
+    model, floor = evaluation["model"][f"recall@{k}"], evaluation["most_popular"][f"recall@{k}"]
+    if not floor:
+        return f"recall@{k} {model:.4f}; the most-popular floor is 0 on these users."
+    ratio = model / floor
+    verdict = ("at least twice the floor" if ratio >= 2 else "above the floor, but under twice it" if ratio > 1
+               else "**not above the most-popular floor**")
+    seen = "left out of" if evaluation.get("exclude_seen", True) else "kept in"
+    return (f"recall@{k} is {ratio:.2f}× the most-popular floor ({model:.4f} vs {floor:.4f}; each user's seen items "
+            f"{seen} both lists): {verdict}.")
 
 
 def results_markdown(summary: dict) -> str:
@@ -96,6 +112,7 @@ def results_markdown(summary: dict) -> str:
         f"{summary['dataset']['n_items']:,} items, {summary['dataset']['n_interactions']:,} interactions. "
         f"Evaluated on {ev['model']['n_users']:,} test users (leave-one-out, full catalogue, constrained beam search).", "",
         *table, "",
+        floor_sentence(ev, ks), "",
         f"Invalid IDs: {num(ev['model']['invalid_rate_constrained'])} with the trie, "
         f"{num(ev['model'].get('invalid_rate_unconstrained'))} without it "
         f"(greedy, {ev['model'].get('invalid_rate_unconstrained_users', 0)} users).", "",

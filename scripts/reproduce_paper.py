@@ -50,6 +50,7 @@ class ReproduceArguments:
     data_dir: str = field(default=None, metadata={"help": "A prepared dataset (scripts/prepare_data.py)."})
     output_dir: str = field(default=None, metadata={"help": "Where runs, results and plots go."})
     seeds: str = field(default="0,1", metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
+    later_seed_methods: str = field(default="varlen,fixed,rqkmeans,reinforce", metadata={"help": "ID methods trained again on the seeds after the first (the first seed trains all of them)."})
     rec_seeds: str | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
     length_costs: str = field(default="3,6", metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=6.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
@@ -63,7 +64,7 @@ class ReproduceArguments:
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: str = field(default="varlen,fixed,rqkmeans,reinforce", metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
-    llm_config: str = field(default="recipes/configs/finetune/quickstart.yaml", metadata={"help": "SmolLM2 + LoRA config."})
+    llm_config: str = field(default="recipes/configs/finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first 2 layers, fully fine-tuned)."})
     llm_steps: int = field(default=60, metadata={"help": "LoRA steps per ID set for the SmolLM2 comparison (0 = skip it)."})
     llm_eval_users: int = field(default=500, metadata={"help": "Test users for the SmolLM2 comparison."})
 
@@ -78,6 +79,13 @@ def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
     common = {"vocab_size": args.id_vocab_size, "allow_collapse": True}
     runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in _floats(args.length_costs)]
     return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce")]
+
+
+def same_protocol(saved: dict, current: dict) -> bool:
+    """Settings agree except for the seed lists: every run's folder names its seed, so adding seeds to a
+    finished reproduction reuses its runs."""
+    ignore = ("seeds", "rec_seeds", "later_seed_methods")
+    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in current.items() if k not in ignore}
 
 
 def history_usage(data: PreparedData, recommender, budget: int, users: int | None) -> dict:
@@ -124,7 +132,7 @@ def main(args: ReproduceArguments) -> None:
     if args.main_length_cost not in _floats(args.length_costs):
         raise SystemExit(f"error: --main_length_cost {args.main_length_cost:g} is not in --length_costs {args.length_costs}")
     protocol = out / "protocol.json"  # finished runs are reused only under the same settings
-    if protocol.is_file() and json.loads(protocol.read_text()) != asdict(args):
+    if protocol.is_file() and not same_protocol(json.loads(protocol.read_text()), asdict(args)):
         raise SystemExit(f"error: {out} holds runs made with other settings ({protocol}); use a new --output_dir")
     write_json(protocol, asdict(args))
     start = time.time()
@@ -133,8 +141,11 @@ def main(args: ReproduceArguments) -> None:
     # 1 + 3: IDs by every method on every seed
     ids: dict[str, dict] = {}
     t = time.time()
+    later_methods = {m.strip() for m in args.later_seed_methods.split(",") if m.strip()}
     for seed in seeds:
         for name, config, overrides in id_runs(args):
+            if seed != seeds[0] and name.split("_c")[0] not in later_methods:
+                continue
             print(f"== IDs: {name}, seed {seed}", flush=True)
             codebook = train_ids_step(data, config, out / "runs" / f"ids_{name}_s{seed}", seed=seed,
                                       max_steps=args.id_steps, **overrides)
@@ -152,8 +163,8 @@ def main(args: ReproduceArguments) -> None:
         n for n, _, _ in id_runs(args) if n.startswith("varlen") and n != main_varlen]
     rec_seeds = [int(s) for s in args.rec_seeds.split(",")] if args.rec_seeds else seeds
     for seed in rec_seeds:
-        id_seed = seed if seed in seeds else seeds[0]
         for name in rec_sets:
+            id_seed = seed if f"{name}_s{seed}" in ids else seeds[0]  # a seed without IDs of its own uses the first's
             print(f"== recommender on {name} IDs (seed {id_seed}), budget {args.budget}, seed {seed}", flush=True)
             recs.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{id_seed}" / "codebook",
                                         out / "runs" / f"rec_{name}_b{args.budget}_s{seed}", args.rec_config,

@@ -89,7 +89,8 @@ def load_metric():
 def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
                          num_beams: int | None = None, batch_size: int = 16, max_users: int | None = None,
                          invalid_rate_users: int = 64, accelerator=None, show_progress: bool = True,
-                         exclude_seen: bool = True, report_with_seen: bool = False, seed: int = 0) -> dict:
+                         exclude_seen: bool = True, report_with_seen: bool = False, seed: int = 0,
+                         style: str = "ids") -> dict:
     """Constrained top-K for the users of ``split`` (all, or a seeded random ``max_users``), metrics against
     the held-out targets, the most-popular floor on the same users under the same rule, and the invalid-ID
     rate of unconstrained greedy decoding on a sample of users.
@@ -97,7 +98,8 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     ``exclude_seen`` (default) leaves each user's history items out of its list, for the model and the floor
     alike, as evaluations in the field do. ``report_with_seen`` also decodes with history items allowed and
     adds ``model_with_seen`` / ``most_popular_with_seen``. Under ``accelerate launch`` the users are split
-    across processes and the rankings gathered (each user counted once)."""
+    across processes and the rankings gathered (each user counted once). ``style``: the prompt the model reads,
+    ``ids`` (the history as an ID stream) or ``titles`` (the natural-language prompt that chat uses)."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()
@@ -113,10 +115,11 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     def score(ranked: list[list[int]]) -> dict:
         return ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
 
-    result = {"split": split, "exclude_seen": exclude_seen, "user_sample_seed": seed if max_users else None}
+    result = {"split": split, "exclude_seen": exclude_seen, "user_sample_seed": seed if max_users else None,
+              "prompt_style": style}
     for name, exclude in [("", exclude_seen)] + ([("_with_seen", False)] if report_with_seen and exclude_seen else []):
         ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
-                                             accelerator, show_progress)
+                                             accelerator, show_progress, style)
         metrics = score(ranked)
         # A list is invalid when it names a non-item, or is shorter than the items it could hold.
         room = [n_items - (len(set(h)) if exclude else 0) for h in histories]
@@ -127,14 +130,14 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
         result["most_popular" + name] = score(most_popular_rankings(popularity, histories, k_max, exclude))
     if invalid_rate_users and accelerator.is_main_process:
         sample = histories[:invalid_rate_users]
-        beams = recommender.generate_ids(sample, num_beams=1, constrained=False)
+        beams = recommender.generate_ids(sample, num_beams=1, constrained=False, style=style)
         result["model"]["invalid_rate_unconstrained"] = float(np.mean([b[0] is None for b in beams]))
         result["model"]["invalid_rate_unconstrained_users"] = len(sample)
     return result
 
 
 def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude_seen, accelerator,
-                       show_progress) -> tuple[list[list[int]], float]:
+                       show_progress, style: str = "ids") -> tuple[list[list[int]], float]:
     """Every user's top-``k`` codebook indices (this process's share decoded here, all gathered) and the time."""
     import time
 
@@ -143,7 +146,7 @@ def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude
     start = time.time()
     with accelerator.split_between_processes(list(range(len(histories)))) as mine:
         recs = recommender.recommend([histories[u] for u in mine], k=k, num_beams=num_beams, batch_size=batch_size,
-                                     exclude_seen=exclude_seen,
+                                     exclude_seen=exclude_seen, style=style,
                                      show_progress=show_progress and accelerator.is_main_process)
         local = [(u, [r["index"] for r in ranked]) for u, ranked in zip(mine, recs)]
     return [r for _, r in sorted(gather_object(local))], time.time() - start

@@ -47,6 +47,9 @@ class ModelArguments:
     scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
     scratch_layers: int = field(default=4, metadata={"help": "From scratch: layers."})
     scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
+    pretrained_layers: int | None = field(
+        default=None, metadata={"help": "Keep only the first N decoder layers of the pretrained LM (about N/L of the "
+                                        "compute per token; SmolLM2 has 30); None: all of them."})
     use_peft: bool = field(default=True, metadata={"help": "LoRA (pretrained models only); False = full fine-tuning."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -108,7 +111,7 @@ def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebo
         model = scratch_model(len(tokenizer), model_args.scratch_hidden_size, model_args.scratch_layers,
                               model_args.scratch_heads, max_positions=max_positions, tokenizer=tokenizer, seed=seed)
     else:
-        model = load_causal_lm(model_args.model_name_or_path)
+        model = load_causal_lm(model_args.model_name_or_path, num_layers=model_args.pretrained_layers)
         init_id_embeddings(model, vocab, model_args.embedding_init, seed=seed)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

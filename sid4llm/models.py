@@ -15,6 +15,7 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
@@ -98,9 +99,30 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
-    """A pretrained causal LM in ``dtype`` (fp32 by default: bf16 is far slower on CPU)."""
-    return AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, trust_remote_code=False)
+def load_causal_lm(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+                   num_layers: int | None = None) -> PreTrainedModel:
+    """A pretrained causal LM in ``dtype`` (fp32 by default: bf16 is far slower on CPU); ``num_layers``
+    keeps only its first blocks (:func:`keep_first_layers`)."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, trust_remote_code=False)
+    return keep_first_layers(model, num_layers) if num_layers else model
+
+
+def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """Cut a pretrained decoder to its first ``num_layers`` blocks, in place (embeddings, final norm and head
+    kept). Compute per token falls about in proportion, which is what makes a pretrained LM trainable on a
+    CPU; the config is updated, so the result saves and loads as a plain, smaller model of the same family."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"{type(model).__name__}: no decoder layer list to cut (pretrained_layers needs a "
+                         "Llama-style model with model.layers)")
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"pretrained_layers must be in [1, {len(layers)}] for this model, got {num_layers}")
+    decoder.layers = layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = list(model.config.layer_types)[:num_layers]
+    return model
 
 
 def id_only_tokenizer() -> PreTrainedTokenizerFast:

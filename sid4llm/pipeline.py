@@ -88,15 +88,31 @@ class RecommendationPipeline:
         return out if batch else out[0]
 
     # ------------------------------------------------------------------ chatting
+    @property
+    def chat_style(self) -> str:
+        """The prompt a chat turn's list comes from: the natural-language one when the model was trained on it,
+        else the ID stream of the items named (what a model trained on ID streams only reads best)."""
+        return "titles" if "natural_language" in self.recommender.prompt_builder.args.task_list() else "ids"
+
+    @property
+    def writes_prose(self) -> bool:
+        """Whether the model can add words of its own to a chat answer: a whole pretrained LM trained on a text
+        task. A model from scratch or cut to its first layers would write noise, so its answers are the list."""
+        cfg = self.recommender.config
+        cut = (cfg.get("model_args") or {}).get("pretrained_layers")
+        return not cfg.get("from_scratch") and not cut and self.recommender.prompt_builder.args.text_tasks
+
     def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (),
-             max_new_tokens: int = 48) -> dict:
+             max_new_tokens: int = 48, prose: bool | None = None) -> dict:
         """One assistant turn for a conversation (``[{"role", "content"}, ...]``, the last one the user's).
 
         Items the user names anywhere in the conversation (by title, fuzzily) form the history; items the
-        assistant already recommended (the ``items`` of earlier assistant turns) are not repeated. The model
-        writes a short answer in which every ID it opens is forced to be a real item (shown by title), then the
-        list is completed by constrained beam search to ``k`` items. Returns ``{"role": "assistant",
-        "content", "items", "history"}`` — append it to ``messages`` to continue the conversation."""
+        assistant already recommended (the ``items`` of earlier assistant turns) are not repeated. The list is
+        exactly :meth:`recommend` for that history with the prompt of :attr:`chat_style` (the natural-language
+        one when the model learned it), so chat and recommend never disagree. With ``prose`` (default:
+        :attr:`writes_prose`) the model also writes a short answer, in which every ID it opens is forced to be a
+        real item and is shown by its title. Returns ``{"role": "assistant", "content", "items",
+        "history"}`` — append it to ``messages`` to continue the conversation."""
         if not messages or messages[-1].get("role") != "user":
             raise ValueError("messages must end with a user turn")
         named = list(self.resolve(list(history)))
@@ -106,17 +122,16 @@ class RecommendationPipeline:
                 named += [i for i in self.titles.find_mentions(message.get("content", "")) if i not in named]
             elif message.get("role") == "assistant":
                 shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict)]
-        text, from_text = self._answer(messages, named, max_new_tokens)
-        items = [i for i in dict.fromkeys(from_text) if i not in named and i not in shown][:k]
-        prose = text
-        for i in from_text:
-            prose = prose.replace(self._item(i)["title"], "")
-        if not items and not prose.strip(" \n.,;:!-"):
-            text = ""  # the model only repeated items already in the conversation: the list says it better
-        if len(items) < k:
-            more = self.recommend(named, k=k - len(items), exclude=shown + items, style="titles", by_index=True)
-            items += [m["index"] for m in more]
-        recommended, understood = [self._item(i) for i in items], [self._item(i) for i in named]
+        recommended = self.recommend(named, k=k, exclude=shown, style=self.chat_style, by_index=True)
+        text = ""
+        if self.writes_prose if prose is None else prose:
+            text, from_text = self._answer(messages, named, max_new_tokens)
+            words = text
+            for i in from_text:
+                words = words.replace(self._item(i)["title"], "")
+            if not words.strip(" \n.,;:!-"):
+                text = ""  # the model only named items: the list says it better
+        understood = [self._item(i) for i in named]
         listing = "\n".join(f"{n}. {item['title']}" for n, item in enumerate(recommended, 1))
         heard = ("You mentioned: " + "; ".join(item["title"] for item in understood) + ".\n") if understood else ""
         said = f"{text}\n\n" if text else ""

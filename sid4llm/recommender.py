@@ -47,6 +47,25 @@ def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAU
     )
 
 
+def check_saved_task_args(config: dict, where: Path) -> None:
+    """The saved task arguments decide every prompt the model reads, so they must match this version's
+    ``TaskArguments`` exactly: a renamed or dropped field would otherwise change the prompts silently."""
+    from dataclasses import fields
+
+    from .tasks import TaskArguments
+
+    saved = config.get("task_args")
+    if not isinstance(saved, dict):
+        raise ArtifactError(f"{where}: no 'task_args' (how the model's prompts are written); re-save the model "
+                            "with recipes/finetune.py")
+    known = {f.name for f in fields(TaskArguments)}
+    unknown, missing = sorted(set(saved) - known), sorted(known - set(saved))
+    if unknown or missing:
+        parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
+        raise ArtifactError(f"{where}: task_args has {' and '.join(parts)}; it was saved by another sid4llm version, "
+                            "whose prompts this one would not write the same way. Use that version, or retrain")
+
+
 class SidRecommender:
     def __init__(self, model: PreTrainedModel, vocab: IdVocabulary, generation_config: GenerationConfig,
                  config: dict | None = None):
@@ -80,7 +99,7 @@ class SidRecommender:
         from .tasks import ExampleBuilder, TaskArguments
 
         known = {f.name for f in fields(TaskArguments)}
-        args = TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})
+        args = TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})  # loading checked them
         return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
 
     def _index(self, item) -> int:
@@ -224,50 +243,10 @@ class SidRecommender:
         return out
 
     def model_card(self) -> str:
-        """README.md for the saved folder / Hub repo: base model, data, ID statistics, metrics, usage."""
-        cfg, cb = self.config, self.codebook
-        m, base = cb.metrics, cfg.get("base_model", "unknown")
-        base_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if base == "default" else base
-        data = cfg.get("dataset_stats") or {}
-        task = cfg.get("task_args", {})
-        lines = ["---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids",
-                 "- peft" if cfg.get("peft") else "- full-finetune"]
-        if not cfg.get("from_scratch"):
-            lines.append(f"base_model: {base_id}")
-        model = "a small Llama trained from scratch" if cfg.get("from_scratch") else \
-            f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
-        lines += ["---", "", "# sid4llm recommender", "",
-                  f"A causal LM ({model}) that recommends items by writing their variable-length semantic IDs "
-                  "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "
-                  "prefix trie of the codebook, so it is always a real catalogue item.", "", "## Data", ""]
-        if data:
-            lines.append(f"- dataset: {cfg.get('dataset')} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
-                         f"items, {data.get('n_interactions', 0):,} interactions (leave-one-out splits)")
-        lines += [f"- tasks: {task.get('tasks', 'n/a')}; history budget {task.get('history_token_budget', 'n/a')} tokens", "",
-                  "## Semantic IDs", "",
-                  f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), "
-                  f"V={cb.vocab_size}, max length {cb.config.max_length}, {len(cb):,} items",
-                  f"- mean ID length: {m.get('mean_length_uniform', 'n/a')} (per item), "
-                  f"{m.get('mean_length_unigram', 'n/a')} (per interaction)",
-                  f"- reconstruction error: {m.get('recon_mse_uniform', 'n/a')}; Spearman(length, popularity): "
-                  f"{m.get('spearman_length_popularity', 'n/a')}", ""]
-        evaluation = cfg.get("evaluation")
-        if evaluation:
-            lines += [f"## Evaluation ({evaluation.get('split', 'test')} split, full catalogue, constrained beam search)", "",
-                      "| | recall@10 | ndcg@10 | coverage@10 |", "|---|---|---|---|"]
-            for name in ("model", "most_popular"):
-                r = evaluation.get(name, {})
-                lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r.get(k), float) else "n/a"
-                                                         for k in ("recall@10", "ndcg@10", "coverage@10")) + " |")
-            lines.append("")
-        train = {k: v for k, v in cfg.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
-        if train:
-            lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]
-        lines += ["## Usage", "", "```python", "from sid4llm import RecommendationPipeline", "",
-                  'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
-                  'pipe.recommend(["<a title you liked>", "<another>"], k=10)',
-                  'pipe.chat([{"role": "user", "content": "I loved <title>. What next?"}])', "```", ""]
-        return "\n".join(lines)
+        """README.md for the saved folder / Hub repo (:mod:`sid4llm.model_card`)."""
+        from .model_card import recommender_card
+
+        return recommender_card(self.config, self.codebook)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, dtype: torch.dtype = torch.float32,
@@ -280,6 +259,7 @@ class SidRecommender:
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
         config = read_json(path / CONFIG_FILE)
+        check_saved_task_args(config, path / CONFIG_FILE)
         if not (path / VOCAB_FILE).is_file():
             raise ArtifactError(
                 f"{path / VOCAB_FILE}: file missing. It pins the tokenizer's ID tokens to the codebook the model was "
@@ -292,7 +272,8 @@ class SidRecommender:
         if config.get("peft", False):
             from peft import PeftModel
 
-            base = load_causal_lm(config["base_model"], dtype=dtype)
+            layers = (config.get("model_args") or {}).get("pretrained_layers")  # the base as it was trained
+            base = load_causal_lm(config["base_model"], dtype=dtype, num_layers=layers)
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
             model = PeftModel.from_pretrained(base, path)
         else:

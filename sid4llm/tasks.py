@@ -53,6 +53,10 @@ class TaskArguments:
     context_fraction: float = field(
         default=0.5, metadata={"help": "Whole-history windows that do not start the user's history: the share of their "
                                        "items that is context only (no loss)."})
+    text_history_items: int | None = field(
+        default=None, metadata={"help": "Natural-language prompts name at most this many of the most recent history "
+                                        "items (people name a few in a chat; each title costs ~10 tokens); None: as many "
+                                        "as the token budget keeps."})
     windows_per_user: int = field(default=4, metadata={"help": "sequential_targets=last and natural_language: examples per "
                                                                "user, ending at its most recent train events."})
     max_examples_per_task: int | None = field(default=None, metadata={"help": "Cap each task's examples (random, seeded)."})
@@ -164,7 +168,9 @@ class ExampleBuilder:
 
     # ------------------------------------------------------------------ text prompts
     def natural_language_prompt(self, history: list[int]) -> str:
-        titles = "; ".join(self.titles[i] for i in history)
+        """The instruction naming the history by titles: the most recent ``text_history_items`` of the items given."""
+        limit = self.args.text_history_items
+        titles = "; ".join(self.titles[i] for i in (history[-limit:] if limit else history))
         return f"I liked these, in order: {titles}. What should I watch next? Answer with an item ID."
 
     def messages(self, prompt: str, answer: str | None) -> list[dict]:

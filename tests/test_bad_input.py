@@ -176,6 +176,7 @@ def test_ragged_or_missing_parquet_embeddings_name_the_row(tmp_path):
         read_user_embeddings(path, ["a", "b"])
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_command_line_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, tiny_encoder_dir):
     events = write(tmp_path / "events.csv", EVENTS)
     emb = tmp_path / "emb.parquet"
@@ -281,6 +282,18 @@ def test_a_recommender_without_its_id_token_pin_is_refused(saved_copy, tmp_path)
     with pytest.raises(ArtifactError, match=r"sid_vocabulary\.json: file missing\. It pins the tokenizer's ID tokens") as err:
         SidRecommender.from_pretrained(saved_copy)
     record("saved recommender with `sid_vocabulary.json` deleted", err.value, tmp_path)
+
+
+def test_saved_task_arguments_must_match_this_version(saved_copy, tmp_path):
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    renamed = dict(config, task_args={("history_budget" if k == "history_token_budget" else k): v
+                                      for k, v in config["task_args"].items()})
+    config_file.write_text(json.dumps(renamed))
+    with pytest.raises(ArtifactError, match=r"unknown key\(s\) \['history_budget'\] and missing key\(s\) "
+                                            r"\['history_token_budget'\]") as err:
+        SidRecommender.from_pretrained(saved_copy)
+    record("saved `task_args` with a renamed field", err.value, tmp_path)
 
 
 def test_a_pin_that_disagrees_with_the_tokenizer_is_refused(saved_copy):

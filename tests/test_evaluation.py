@@ -63,6 +63,7 @@ def test_evaluate_module_loads_offline_and_agrees():
     assert out == ranking_metrics(ranked, targets, 10, [1, 3])
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
     from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
     from sid4llm.tasks import TaskArguments

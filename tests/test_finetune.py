@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
+from sid4llm import RecommendationPipeline
 from sid4llm.data import PreparedData
 from sid4llm.finetuning import (
     ModelArguments,
@@ -163,6 +164,20 @@ def test_text_tasks_use_the_chat_template_and_the_answer_only_loss(vocab, tiny_p
     assert vocab.tokenizer.decode(ex["input_ids"]).count("<|im_start|>assistant") == 1
 
 
+def test_natural_language_prompts_name_the_most_recent_items_only(vocab, tiny_prepared):
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    titles = list(data.items["title"])
+    for limit in (None, 2):
+        ex = build_segments(data, vocab, TaskArguments(tasks="natural_language", windows_per_user=1,
+                                                       text_history_items=limit), "train")[0]
+        text = vocab.tokenizer.decode(ex["input_ids"])
+        history = data.sequences["train"]["history"][ex["user_idx"]]
+        user_train = history + [data.sequences["train"]["target"][ex["user_idx"]]]
+        before = user_train[: user_train.index(ex["targets"][0])]
+        named = [i for i in before if titles[i] in text]
+        assert named == (before[-limit:] if limit else before)
+
+
 def test_packing_never_lets_one_user_attend_to_another(tiny_lm_dir, vocab, tiny_prepared):
     from transformers import AutoModelForCausalLM
 
@@ -248,6 +263,28 @@ def test_resume_continues_the_step_count(tmp_path, tiny_lm_dir, tiny_prepared):
     assert [h["step"] for h in resumed["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("use_peft", [True, False])
+def test_a_pretrained_lm_cut_to_its_first_layers_trains_saves_and_reloads(tmp_path, tiny_lm_dir, tiny_prepared, use_peft):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
+    model_args.pretrained_layers, model_args.use_peft = 1, use_peft
+    full = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    loaded = SidRecommender.from_pretrained(training_args.output_dir)
+    cut = loaded.model.merge_and_unload() if use_peft else loaded.model
+    assert cut.config.num_hidden_layers == 1 and len(cut.model.layers) == 1
+    if use_peft:  # the frozen first block is the pretrained one; the second is gone
+        torch.testing.assert_close(cut.model.layers[0].mlp.down_proj.weight,
+                                   full.model.layers[0].mlp.down_proj.weight, atol=0.05, rtol=0)
+    ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
+    rec.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(SidRecommender.from_pretrained(training_args.output_dir).model(ids).logits,
+                                   rec.model(ids).logits)
+    with pytest.raises(ValueError, match="pretrained_layers must be in"):
+        model_args.pretrained_layers = 3
+        build_model_and_vocab(model_args, load_codebook(tiny_prepared["codebook_dir"]))
+
+
 def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepared):
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
     model_args.from_scratch, model_args.scratch_hidden_size, model_args.scratch_layers = True, 32, 1
@@ -260,8 +297,27 @@ def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepar
     assert len(loaded.tokenizer) == 4 + len(rec.vocab.new_token_ids)
     assert loaded.model.get_input_embeddings().weight.shape[0] == len(loaded.tokenizer)
     assert len(loaded.recommend([[0, 1, 2]], k=3)[0]) == 3
+    # Chat on a model of ID streams only: the list is recommend on the ID stream of the items named, no prose
+    pipe = RecommendationPipeline(loaded)
+    titles = [loaded.codebook.titles[i] for i in (0, 1)]
+    turn = pipe.chat([{"role": "user", "content": f'I liked "{titles[0]}" and "{titles[1]}"'}], k=3)
+    assert pipe.chat_style == "ids" and not pipe.writes_prose
+    assert [i["index"] for i in turn["items"]] == [r["index"] for r in loaded.recommend([[0, 1]], k=3)[0]]
+    assert turn["content"].split("\n")[1] == "Recommended for you:"
 
 
+@pytest.mark.parametrize("config", sorted((REPO / "recipes" / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_finetune_config_parses(config, tmp_path):
+    from sid4llm.cli import parse_config_and_args
+
+    model_args, _, task_args, training_args = parse_config_and_args(
+        [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments],
+        ["--config", str(config), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"])
+    assert task_args.task_list() and training_args.learning_rate > 0
+    assert model_args.from_scratch or model_args.model_name_or_path == "default"
+
+
+@pytest.mark.slow  # a subprocess end to end
 def test_recipe_runs_under_accelerate_launch(tmp_path, tiny_lm_dir, tiny_prepared):
     out = tmp_path / "rec"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",

@@ -205,6 +205,7 @@ def test_bad_configs_and_mismatches_are_clear_errors():
         codebook.encode(unit_vectors(3, 5))
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_train_ids_recipe_end_to_end(tmp_path, tiny_encoder_dir, isolated_cache):
     import pandas as pd
     from conftest import make_events

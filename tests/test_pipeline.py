@@ -91,6 +91,21 @@ def test_chat_keeps_the_conversation_and_never_repeats_or_invents_items(pipe):
     assert not {i["item_id"] for i in second["items"]} & {"i3", "i5", "i8"}
 
 
+def test_a_chat_turn_lists_what_recommend_gives_for_the_same_history(pipe):
+    messages = [{"role": "user", "content": 'I liked "movie 3 drama" and "movie 5 drama". What next?'}]
+    turn = pipe.chat(messages, k=4)
+    assert pipe.chat_style == "titles" and pipe.writes_prose  # trained on the natural-language task
+    same = pipe.recommend(["movie 3 drama", "movie 5 drama"], k=4, style="titles")
+    assert [i["item_id"] for i in turn["items"]] == [r["item_id"] for r in same]
+    assert "<|sid" not in turn["content"]  # ID tokens are shown as titles, never as raw tokens
+    messages += [turn, {"role": "user", "content": "Something else?"}]
+    shown = [i["item_id"] for i in turn["items"]]
+    again = pipe.chat(messages, k=4)
+    expected = pipe.recommend(["movie 3 drama", "movie 5 drama"], k=4, style="titles", exclude=shown)
+    assert [i["item_id"] for i in again["items"]] == [r["item_id"] for r in expected]
+
+
+@pytest.mark.slow  # a subprocess end to end
 def test_chat_recipe_answers_one_prompt(trained_dir):
     out = subprocess.run([sys.executable, str(REPO / "recipes" / "chat.py"), "--model", trained_dir, "--k", "2",
                           "--prompt", 'I liked "movie 2 drama"'], capture_output=True, text=True, timeout=300)
@@ -159,6 +174,7 @@ def test_a_hub_id_that_is_not_a_recommender_is_a_clear_error(fake_hub, tmp_path)
         SidRecommender.from_pretrained("me/other")
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_add_items_recipe_extends_a_saved_recommender_and_a_codebook(trained_dir, tiny_encoder_dir, tmp_path):
     items = tmp_path / "new.csv"
     items.write_text("item_id,title,categories\nnew1,toy story animation,comedy\nnew2,heat crime thriller,drama\n")

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sid4llm import RecommendationPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_quickstart_runs_every_step_under_accelerate_launch_and_writes_its_report(tmp_path, tiny_lm_dir, tiny_encoder_dir,
                                                                                   tiny_prepared):
     source = Path(tiny_prepared["data_dir"]).parent

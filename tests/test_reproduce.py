@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess end to end
 def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_path, tiny_lm_dir, tiny_prepared):
     out = tmp_path / "paper"
     cmd = [sys.executable, str(REPO / "scripts" / "reproduce_paper.py"), "--data_dir", tiny_prepared["data_dir"],
