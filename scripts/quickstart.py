@@ -59,7 +59,8 @@ def short_title(title: str) -> str:
 def chat_transcript(pipe: RecommendationPipeline, data: PreparedData, k: int) -> tuple[str, list[dict]]:
     """Two turns naming popular catalogue items in plain words, written out as markdown."""
     titles = list(data.items["title"])
-    order = sorted(range(len(titles)), key=lambda i: -int(data.item_popularity[i]))
+    popularity = data.item_popularity
+    order = sorted(range(len(titles)), key=lambda i: -int(popularity[i]))
     a, b, c = (short_title(titles[i]) for i in (order[0], order[2], order[6]))
     messages = [{"role": "user", "content": f"I loved {a} and {b}. What should I watch next?"}]
     messages.append(pipe.chat(messages, k=k))

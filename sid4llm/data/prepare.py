@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,9 @@ class PreparedData:
             raise DataFormatError(f"{self.path / EMBEDDINGS_FILE}: item ids do not match {self.path / 'items'}")
         return vectors
 
-    @property
+    @cached_property
     def item_popularity(self) -> np.ndarray:
-        """Train interactions per item (``item_idx`` order)."""
+        """Train interactions per item (``item_idx`` order); read once (a column read costs ~0.1 s)."""
         return np.asarray(self.items["train_count"], dtype=np.int64)
 
 
