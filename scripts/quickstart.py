@@ -25,7 +25,7 @@ from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
 from sid4llm.evaluation import evaluate_recommender, format_table
 from sid4llm.pipeline import RecommendationPipeline
-from sid4llm.recommender import CONFIG_FILE
+from sid4llm.recommender import CONFIG_FILE, pretrained_layers
 from sid4llm.titles import normalize_title
 from sid4llm.workflow import finetune_step, machine_description, train_ids_step, write_json
 
@@ -76,7 +76,7 @@ def chat_transcript(pipe: RecommendationPipeline, data: PreparedData, k: int) ->
 def model_label(recommender) -> str:
     cfg = recommender.config
     base = "SmolLM2-135M-Instruct" if cfg.get("base_model") == "default" else Path(str(cfg.get("base_model"))).name
-    layers = (cfg.get("model_args") or {}).get("pretrained_layers")
+    layers = pretrained_layers(cfg)
     base += f" (first {layers} layers)" if layers and not cfg.get("from_scratch") else ""
     model = "Llama from scratch" if cfg.get("from_scratch") else base + (" + LoRA" if cfg.get("peft") else "")
     return f"{model}, {'variable' if recommender.codebook.config.variable_length else 'fixed'}-length IDs"

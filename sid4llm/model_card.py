@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from .ids import SemanticIdCodebook
+from .recommender import pretrained_layers
 
 
 def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
@@ -21,7 +22,7 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
         lines.append(f"base_model: {base_id}")
     model = "a small Llama trained from scratch" if cfg.get("from_scratch") else \
         f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
-    layers = (cfg.get("model_args") or {}).get("pretrained_layers")
+    layers = pretrained_layers(cfg)
     if layers and not cfg.get("from_scratch"):
         model += f", cut to its first {layers} decoder layers"
     lines += ["---", "", "# sid4llm recommender", "",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .recommender import SidRecommender
+from .recommender import SidRecommender, pretrained_layers
 from .titles import TitleIndex
 
 CHAT_SYSTEM_PROMPT = ("You are a friendly recommender. In one or two sentences, suggest what to watch next, "
@@ -99,8 +99,7 @@ class RecommendationPipeline:
         """Whether the model can add words of its own to a chat answer: a whole pretrained LM trained on a text
         task. A model from scratch or cut to its first layers would write noise, so its answers are the list."""
         cfg = self.recommender.config
-        cut = (cfg.get("model_args") or {}).get("pretrained_layers")
-        return not cfg.get("from_scratch") and not cut and self.recommender.prompt_builder.args.text_tasks
+        return not cfg.get("from_scratch") and not pretrained_layers(cfg) and self.recommender.prompt_builder.args.text_tasks
 
     def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (),
              max_new_tokens: int = 48, prose: bool | None = None) -> dict:

@@ -47,6 +47,11 @@ def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAU
     )
 
 
+def pretrained_layers(config: dict) -> int | None:
+    """How many of the base LM's decoder layers a saved recommender kept (``--pretrained_layers``; None: all)."""
+    return (config.get("model_args") or {}).get("pretrained_layers")
+
+
 def check_saved_task_args(config: dict, where: Path) -> None:
     """The saved task arguments decide every prompt the model reads, so they must match this version's
     ``TaskArguments`` exactly: a renamed or dropped field would otherwise change the prompts silently."""
@@ -272,8 +277,7 @@ class SidRecommender:
         if config.get("peft", False):
             from peft import PeftModel
 
-            layers = (config.get("model_args") or {}).get("pretrained_layers")  # the base as it was trained
-            base = load_causal_lm(config["base_model"], dtype=dtype, num_layers=layers)
+            base = load_causal_lm(config["base_model"], dtype=dtype, num_layers=pretrained_layers(config))  # as trained
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
             model = PeftModel.from_pretrained(base, path)
         else:
