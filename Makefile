@@ -26,7 +26,7 @@ test-fast: install  # everything but the slow tests (real models, full dataset, 
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 quickstart: install
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/quickstart.py $(QUICKSTART_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m sid4llm quickstart $(QUICKSTART_ARGS)
 
 lint: install
 	$(PYTHON) -m ruff check sid4llm recipes scripts tests

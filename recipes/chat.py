@@ -1,73 +1,10 @@
-"""Talk to a trained recommender: name what you liked in plain words, get real catalogue items back.
+"""Talk to a trained recommender: ``sid4llm chat``.
 
-    python recipes/chat.py --model outputs/quickstart/model                      # interactive
-    python recipes/chat.py --model outputs/quickstart/model --prompt "I loved Toy Story and Heat. Something darker?"
-    python recipes/chat.py --model me/my-recommender --history "Fargo; The Matrix"  # a Hub id works too
-
-Titles are matched exactly or fuzzily (quotes help for one-word titles); every recommended item comes out of
-trie-constrained decoding. In the REPL: /history shows what was understood, /reset starts over, /quit leaves.
+The code is :mod:`sid4llm.commands.chat`; this file exists so that ``accelerate launch recipes/chat.py``
+works. ``--help`` lists the flags; ``--config FILE`` reads them from YAML.
 """
 
-import logging
-from dataclasses import dataclass, field
-
-from sid4llm.cli import parse_config_and_args, user_errors
-from sid4llm.pipeline import RecommendationPipeline
-
-
-@dataclass
-class ChatArguments:
-    model: str = field(default=None, metadata={"help": "A trained recommender folder (recipes/finetune.py) or Hub id."})
-    prompt: str | None = field(default=None, metadata={"help": "Answer this one message and exit."})
-    history: str | None = field(default=None, metadata={"help": "Items you liked, separated by ';' (titles or ids)."})
-    k: int = field(default=5, metadata={"help": "Items to recommend per turn."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Length of the model's own answer."})
-
-
-def main(args: ChatArguments) -> None:
-    if not args.model:
-        raise SystemExit("error: --model is required")
-    pipe = RecommendationPipeline.from_pretrained(args.model)
-    history = [h.strip() for h in (args.history or "").split(";") if h.strip()]
-    try:
-        pipe.resolve(history)
-    except KeyError as err:
-        raise SystemExit(f"error: --history: {err.args[0]}") from None
-    messages: list[dict] = []
-
-    def turn(text: str) -> None:
-        messages.append({"role": "user", "content": text})
-        reply = pipe.chat(messages, k=args.k, history=history, max_new_tokens=args.max_new_tokens)
-        messages.append(reply)
-        print(f"\nassistant> {reply['content']}\n")
-
-    if args.prompt is not None:
-        turn(args.prompt)
-        return
-    print(f"Chatting with {args.model} ({len(pipe.codebook):,} items). /history, /reset, /quit.")
-    while True:
-        try:
-            text = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print()
-            break
-        if not text:
-            continue
-        if text in ("/quit", "/exit"):
-            break
-        if text == "/reset":
-            messages.clear()
-            print("(conversation cleared)")
-            continue
-        if text == "/history":
-            understood = messages[-1]["history"] if messages else []
-            print("understood so far:", "; ".join(i["title"] for i in understood) or "nothing yet")
-            continue
-        turn(text)
-
+from sid4llm.commands.chat import run
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    with user_errors():
-        (arguments,) = parse_config_and_args([ChatArguments])
-        main(arguments)
+    run()

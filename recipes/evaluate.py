@@ -1,65 +1,11 @@
-"""Evaluate a trained recommender on the leave-one-out valid or test split (constrained beam search).
+"""Evaluate a trained recommender against the most-popular floor: ``sid4llm evaluate``; ``accelerate launch``
+splits the users across processes.
 
-    python recipes/evaluate.py --model outputs/rec/smollm2 --data_dir data/ml-1m --split test --output metrics.json
-    accelerate launch recipes/evaluate.py --model ... --data_dir ...      # users split across processes
-
-Prints a table (model vs the most-popular floor) and writes all metrics as JSON.
+The code is :mod:`sid4llm.commands.evaluate`; this file exists so that ``accelerate launch recipes/evaluate.py``
+works. ``--help`` lists the flags; ``--config FILE`` reads them from YAML.
 """
 
-import json
-import logging
-from dataclasses import dataclass, field
-
-from sid4llm.cli import parse_config_and_args, user_errors
-from sid4llm.data import PreparedData
-from sid4llm.evaluation import evaluate_recommender, format_table
-from sid4llm.recommender import SidRecommender
-
-
-@dataclass
-class EvaluateArguments:
-    model: str = field(default=None, metadata={"help": "Output folder of recipes/finetune.py, or a Hub id."})
-    data_dir: str = field(default=None, metadata={"help": "The prepared dataset the model was trained on."})
-    split: str = field(default="test", metadata={"help": "valid or test."})
-    output: str | None = field(default=None, metadata={"help": "Write metrics here as JSON."})
-    k: str = field(default="1,5,10,20", metadata={"help": "Cut-offs."})
-    num_beams: int | None = field(default=None, metadata={"help": "Beam width (default: the saved generation config's, "
-                                                                   "at least the largest K)."})
-    batch_size: int = field(default=16, metadata={"help": "Users per batch."})
-    max_users: int | None = field(default=None, metadata={"help": "Evaluate a seeded random sample of N users (quick runs)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the user sample."})
-    exclude_seen: bool = field(default=True, metadata={"help": "Leave each user's history items out of its list "
-                                                                "(model and most-popular alike), as the field does."})
-    report_with_seen: bool = field(default=True, metadata={"help": "Also decode with history items allowed and report "
-                                                                    "model_with_seen / most_popular_with_seen."})
-    style: str = field(default="ids", metadata={"help": "Prompt: ids (the history as an ID stream) or titles (the "
-                                                        "natural-language prompt chat uses; needs the natural_language task)."})
-    invalid_rate_users: int = field(default=64, metadata={"help": "Users for the unconstrained invalid-ID rate (0 = skip)."})
-
-
-def main(args: EvaluateArguments) -> None:
-    if not args.model or not args.data_dir:
-        raise SystemExit("error: --model and --data_dir are required")
-    from accelerate import Accelerator
-
-    accelerator = Accelerator()
-    recommender = SidRecommender.from_pretrained(args.model, device=accelerator.device)
-    data = PreparedData.load(args.data_dir)
-    ks = [int(k) for k in args.k.split(",")]
-    result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,
-                                  args.max_users, args.invalid_rate_users, accelerator,
-                                  exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed,
-                                  style=args.style)
-    if accelerator.is_main_process:
-        print(format_table(result, ks))
-        if args.output:
-            with open(args.output, "w") as f:
-                json.dump(result, f, indent=2)
-            print(f"metrics written to {args.output}")
-
+from sid4llm.commands.evaluate import run
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with user_errors():
-        (arguments,) = parse_config_and_args([EvaluateArguments])
-        main(arguments)
+    run()

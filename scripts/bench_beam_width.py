@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
-from sid4llm.recommender import SidRecommender
-from sid4llm.workflow import machine_description, write_json
+from sid4llm.lm.recommender import SidRecommender
+from sid4llm.reporting import machine_description, write_json
 
 
 @dataclass

@@ -22,12 +22,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.generation import TrieLogitsProcessor, left_pad
+from sid4llm.decoding.beam_search import TrieLogitsProcessor, left_pad
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
-from sid4llm.models import load_tokenizer
-from sid4llm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.tokenization import IdVocabulary, init_id_embeddings
-from sid4llm.workflow import write_json
+from sid4llm.lm.models import load_tokenizer
+from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
+from sid4llm.lm.tokenization import IdVocabulary, init_id_embeddings
+from sid4llm.reporting import write_json
 
 
 @dataclass
@@ -87,7 +87,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 def generate_batches(rec: SidRecommender, histories, args, processor_factory=None, prefix_fn_factory=None):
     """Beam search with ``model.generate`` over batches; returns the parsed top beam per user. Users are
     batched by prompt length, as ``recommend`` does, so every method pads the same way."""
-    all_prompts = [rec.prompt_ids(h) for h in histories]
+    all_prompts = [rec.history_prompt_ids(h) for h in histories]
     order = sorted(range(len(all_prompts)), key=lambda i: len(all_prompts[i]))
     results = [None] * len(histories)
     for start in range(0, len(order), args.batch_size):

@@ -18,10 +18,16 @@ from transformers import TrainingArguments
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.finetuning import IdLossTrainer, ModelArguments, apply_lora, build_model_and_vocab, load_codebook
-from sid4llm.generation import IdDecoder
-from sid4llm.tasks import IGNORE_INDEX, PackedCollator, TaskArguments, build_segments, pack_segments
-from sid4llm.workflow import write_json
+from sid4llm.decoding.beam_search import IdDecoder
+from sid4llm.lm.finetuning import (
+    IdLossTrainer,
+    ModelArguments,
+    apply_lora,
+    build_model_and_vocab,
+    load_codebook,
+)
+from sid4llm.lm.tasks import IGNORE_INDEX, PackedCollator, TaskArguments, build_segments, pack_segments
+from sid4llm.reporting import write_json
 
 
 @dataclass

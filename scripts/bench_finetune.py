@@ -1,6 +1,6 @@
 """Fine-tuning throughput: item targets/s, tokens/s and peak memory of the finetune recipe for a few steps.
 
-    python scripts/bench_finetune.py --config recipes/configs/finetune/from_scratch.yaml \
+    python scripts/bench_finetune.py --config sid4llm/configs/finetune/from_scratch.yaml \
         --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
         --compare "scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids" --json outputs/bench_finetune.json
 
@@ -23,15 +23,15 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.finetuning import (
+from sid4llm.lm.finetuning import (
     ModelArguments,
     SidDataArguments,
     build_vocab,
     load_codebook,
     run_finetune,
 )
-from sid4llm.tasks import PackedCollator, TaskArguments
-from sid4llm.workflow import write_json
+from sid4llm.lm.tasks import PackedCollator, TaskArguments
+from sid4llm.reporting import write_json
 
 
 @dataclass

@@ -6,7 +6,7 @@
     python scripts/bench_ids.py --data_dir data/ml-1m --methods fixed_dvae \
         --variants "c6: varlen_dvae; c9: varlen_dvae --length_cost 9; L5: varlen_dvae --max_length 5"   # a study
 
-Each method is configured by ``recipes/configs/ids/<method>.yaml`` (the files the recipe uses), so the table
+Each method is configured by ``sid4llm/configs/ids/<method>.yaml`` (the files the recipe uses), so the table
 is what a user gets from ``recipes/train_ids.py`` with those configs. A run whose folder under ``--output_dir``
 already holds a codebook trained with the same method config is reused, so a long study can be resumed. ``--scaling`` adds the time per epoch
 and encoding throughput as the number of items grows (synthetic unit vectors, Zipf popularity).
@@ -30,18 +30,18 @@ from sid4llm.ids import (
     DVAEConfig,
     IdTrainingArguments,
     config_class,
+    load_finished_run,
     save_training_outputs,
     train_semantic_ids,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ids"
 METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]
 
 
 @dataclass
 class BenchArguments:
-    data_dir: str | None = field(default=None, metadata={"help": "Prepared dataset (scripts/prepare_data.py)."})
-    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated config names under recipes/configs/ids/ ('' for none)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
+    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated shipped config names (sid4llm/configs/ids/) ('' for none)."})
     variants: str = field(default="", metadata={"help": "More runs, ';'-separated, each 'label: config_name --flag value ...' (a config with overrides)."})
     epochs: float | None = field(default=None, metadata={"help": "Override every config's epochs."})
     seed: int = field(default=0, metadata={"help": "Seed for every method."})
@@ -53,10 +53,7 @@ class BenchArguments:
 
 
 def load_method(name: str, overrides: list[str]):
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise SystemExit(f"error: no config {path}")
-    args = ["--config", str(path), *overrides]
+    args = ["--config", f"ids/{name}", *overrides]
     method = peek_option("method", "dvae", args)
     return parse_config_and_args([IdTrainingArguments, config_class(method)], args)
 
@@ -97,13 +94,10 @@ def compare(args: BenchArguments) -> list[dict]:
         overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else []) + flags
         train_args, config = load_method(name, overrides)
         run_dir = Path(args.output_dir) / label.replace(" ", "_")
-        saved = run_dir / "codebook" / "codebook_config.json"
-        events = int(pop.sum()) if train_args.sampling == "interactions" else len(pop)
-        steps = 0 if config.method in ("rqkmeans", "atomic") else train_args.total_steps(events)
-        if saved.is_file() and json.loads(saved.read_text())["id_method"] == config.to_dict() \
-                and json.loads((run_dir / "metrics.json").read_text())["train_steps"] == steps:
+        finished = load_finished_run(run_dir, config, train_args, pop)
+        if finished is not None:
             print(f"== {label}: reusing the finished run in {run_dir}", flush=True)
-            m = json.loads((run_dir / "metrics.json").read_text())
+            m = finished.metrics
         else:
             print(f"== {label}: {config.to_dict()}", flush=True)
             codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]),

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from sid4llm.cli import parse_config_and_args
+from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
-from sid4llm.trie import IdTrie
-from sid4llm.workflow import write_json
+from sid4llm.reporting import write_json
 
 
 @dataclass

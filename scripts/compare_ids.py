@@ -2,7 +2,7 @@
 
     python scripts/compare_ids.py --data_dir data/ml-1m \
         --codebooks varlen=outputs/ids/varlen,fixed=outputs/ids/fixed,rqkmeans=outputs/ids/rqkmeans,atomic=outputs/ids/atomic \
-        --finetune_config recipes/configs/finetune/from_scratch.yaml --output_dir outputs/compare --eval_users 1000
+        --finetune_config sid4llm/configs/finetune/from_scratch.yaml --output_dir outputs/compare --eval_users 1000
 
 Trains ``--finetune_config`` (recipes/finetune.py) once per codebook with the same seed, budget and epochs/steps, then
 evaluates every model on the same seeded test users (seen items left out, and kept) beside the most-popular
@@ -15,11 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sid4llm.cli import parse_config_and_args
+from sid4llm.cli import as_flags, parse_config_and_args
+from sid4llm.commands import finetune
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
-from sid4llm.tasks import stream_tokens_per_item
-from sid4llm.workflow import finetune_step, machine_description, write_json
+from sid4llm.lm.tasks import stream_tokens_per_item
+from sid4llm.reporting import machine_description, write_json
 
 # Published full-catalogue leave-one-out HR@10 on MovieLens-1M (their public READMEs).
 REFERENCE = "SASRec 0.24–0.29, gSASRec 0.30, BERT4Rec 0.28, HSTU 0.33"
@@ -29,7 +30,7 @@ REFERENCE = "SASRec 0.24–0.29, gSASRec 0.30, BERT4Rec 0.28, HSTU 0.33"
 class CompareArguments:
     data_dir: str = field(default=None, metadata={"help": "A prepared dataset."})
     codebooks: str = field(default=None, metadata={"help": "name=path,... (train_ids.py output folders or codebooks)."})
-    finetune_config: str = field(default="recipes/configs/finetune/from_scratch.yaml", metadata={"help": "Fine-tuning config."})
+    finetune_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "Fine-tuning config."})
     output_dir: str = field(default="outputs/compare", metadata={"help": "Models, results.md and results.json."})
     eval_users: int = field(default=1000, metadata={"help": "Seeded random test users (0 = all)."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width (default: the saved generation config's)."})
@@ -47,8 +48,10 @@ def main(args: CompareArguments) -> dict:
     rows = []
     for name, path in (pair.split("=", 1) for pair in args.codebooks.split(",")):
         start = time.time()
-        rec = finetune_step(args.finetune_config, args.data_dir, path, out / name, seed=args.seed, max_steps=args.max_steps,
-                            num_train_epochs=args.num_train_epochs, history_token_budget=args.history_token_budget)
+        rec = finetune.trained_or_train(as_flags(
+            config=args.finetune_config, data_dir=args.data_dir, codebook=path, output_dir=out / name, seed=args.seed,
+            max_steps=args.max_steps, num_train_epochs=args.num_train_epochs,
+            history_token_budget=args.history_token_budget))
         train_seconds = rec.config.get("metrics", {}).get("train_runtime", time.time() - start)
         ev = evaluate_recommender(rec, data, "test", (1, 5, 10, 20), num_beams=args.num_beams,
                                   max_users=args.eval_users or None, report_with_seen=True, invalid_rate_users=32)

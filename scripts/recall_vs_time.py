@@ -1,7 +1,7 @@
 """Recall@10 against training time: one fine-tuning run, evaluated on the test split at set marks of training
 time (the evaluations themselves are not counted), beside the most-popular floor on the same users.
 
-    python scripts/recall_vs_time.py --config recipes/configs/finetune/from_scratch.yaml \
+    python scripts/recall_vs_time.py --config sid4llm/configs/finetune/from_scratch.yaml \
         --data_dir data/ml-1m --codebook outputs/ids/varlen --output_dir outputs/curves/from_scratch \
         --at_minutes 1,2,4,8 --max_steps 1000 --curve_users 500 --label "from scratch"
     python scripts/recall_vs_time.py --json docs/recall_vs_time.json --plot docs/recall_vs_time.png \
@@ -26,10 +26,10 @@ from transformers import TrainerCallback, TrainingArguments
 from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
-from sid4llm.finetuning import ModelArguments, SidDataArguments, build_vocab, load_codebook, run_finetune
-from sid4llm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.tasks import TaskArguments
-from sid4llm.workflow import machine_description, write_json
+from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, build_vocab, load_codebook, run_finetune
+from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
+from sid4llm.lm.tasks import TaskArguments
+from sid4llm.reporting import machine_description, write_json
 
 
 @dataclass

@@ -4,9 +4,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "SemanticIdCodebook": "sid4llm.ids",
-    "SidRecommender": "sid4llm.recommender",
+    "SidRecommender": "sid4llm.lm.recommender",
     "RecommendationPipeline": "sid4llm.pipeline",
-    "IdVocabulary": "sid4llm.tokenization",
+    "IdVocabulary": "sid4llm.lm.tokenization",
     "PreparedData": "sid4llm.data",
 }
 

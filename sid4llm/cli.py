@@ -1,5 +1,5 @@
-"""Argument parsing shared by every recipe and script: HfArgumentParser dataclasses, with ``--config
-file.yaml`` supplying values and explicit command-line flags overriding them (as in TRL's scripts)."""
+"""The one argument parser of every command (HfArgumentParser dataclasses, ``--config file.yaml`` supplying
+values and explicit flags overriding them, as in TRL's scripts), and how a command reports bad input."""
 
 from __future__ import annotations
 
@@ -11,6 +11,32 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
+
+
+def resolve_config(value: str | Path) -> Path:
+    """A config file by path, else one shipped inside the package (``finetune/quickstart``,
+    ``ids/varlen_dvae.yaml`` or ``sid4llm/configs/ids/varlen_dvae.yaml``), so that the commands' defaults work
+    from any directory and from an installed wheel, not only from a checkout."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    from importlib.resources import files
+
+    shipped = files("sid4llm") / "configs"
+    name = str(value).replace("\\", "/").split("sid4llm/configs/", 1)[-1]
+    for candidate in (name, name + ".yaml"):
+        found = shipped.joinpath(*candidate.split("/"))
+        if found.is_file():
+            return Path(str(found))
+    names = sorted(f"{d.name}/{f.name}" for d in shipped.iterdir() if d.is_dir() for f in d.iterdir()
+                   if f.name.endswith(".yaml"))
+    raise FileNotFoundError(f"config file not found: {value} (neither a file nor a shipped config: {', '.join(names)})")
+
+
+def as_flags(**values: Any) -> list[str]:
+    """Keyword values as command-line flags (``None`` left out), so that a command calling another goes through
+    the same typed parser a user's flags do."""
+    return [item for k, v in values.items() if v is not None for item in (f"--{k}", str(v))]
 
 
 def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: list[str] | None = None) -> tuple[Any, ...]:
@@ -36,9 +62,10 @@ def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: 
                 del args[i]
                 break
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            parser.error(f"--config: file not found: {path}")
+        try:
+            path = resolve_config(config_path)
+        except FileNotFoundError as err:
+            parser.error(f"--config: {err}")
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             parser.error(f"{path}: expected a mapping of argument names to values")
@@ -67,8 +94,12 @@ def peek_option(name: str, default: str | None = None, args: list[str] | None = 
             return a.split("=", 1)[1]
     for i, a in enumerate(args):
         path = args[i + 1] if a == "--config" and i + 1 < len(args) else (a.split("=", 1)[1] if a.startswith("--config=") else None)
-        if path and Path(path).is_file():
-            values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            found = resolve_config(path) if path else None
+        except FileNotFoundError:
+            found = None  # the parser reports it
+        if found:
+            values = yaml.safe_load(found.read_text()) or {}
             if isinstance(values, dict) and name in values:
                 return str(values[name])
     return default
@@ -78,7 +109,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """The errors that mean bad input (a file, a flag, a saved artefact), not a bug in sid4llm."""
     from .artifacts import ArtifactError
     from .data import DataFormatError
-    from .embeddings import EmbeddingError
+    from .data.item_embeddings import EmbeddingError
     from .ids import IdInputError
 
     return (ArtifactError, DataFormatError, EmbeddingError, IdInputError, FileExistsError, FileNotFoundError)
@@ -103,3 +134,14 @@ def user_errors(argv: list[str] | None = None) -> Iterator[None]:
         if debug:
             raise
         sys.exit(f"error: {err}")
+
+
+def run_command(main: Any, dataclass_types: list[type] | tuple[type, ...], argv: list[str] | None = None,
+                log_level: int = 20) -> Any:
+    """What every command's ``run`` does: logging, the shared parser, then ``main(*parsed)`` with user errors
+    printed as one line (see :func:`user_errors`)."""
+    import logging
+
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    with user_errors(sys.argv if argv is None else argv):
+        return main(*parse_config_and_args(dataclass_types, argv))

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .recommender import SidRecommender, pretrained_layers
-from .titles import TitleIndex
+from .data.titles import TitleIndex
+from .lm.models import pretrained_layers
+from .lm.recommender import SidRecommender
 
 CHAT_SYSTEM_PROMPT = ("You are a friendly recommender. In one or two sentences, suggest what to watch next, "
                       "naming items by their IDs.")
@@ -154,7 +155,7 @@ class RecommendationPipeline:
         catalogue was embedded with — or take ``embeddings``; give them IDs with the saved ID encoder, leaving
         every existing ID unchanged. They can be recommended at once."""
         if embeddings is None:
-            from .embeddings import encode_texts
+            from .data.item_embeddings import encode_texts
 
             embeddings = encode_texts(list(texts if texts is not None else titles), encoder, show_progress=False)
         self.recommender.add_items(item_ids, embeddings, titles)

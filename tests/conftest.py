@@ -173,8 +173,8 @@ def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
     """A LoRA recommender fine-tuned for a few steps on the tiny dataset, saved as on the Hub."""
     from transformers import TrainingArguments
 
-    from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
-    from sid4llm.tasks import TaskArguments
+    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.tasks import TaskArguments
 
     out = tmp_path_factory.mktemp("pipeline") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
@@ -184,3 +184,15 @@ def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
                  TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
                                    save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
     return str(out)
+
+
+@pytest.fixture
+def vocab(tiny_lm_dir, tiny_prepared):
+    """The tiny tokenizer extended with the tiny codebook's ID tokens."""
+    from transformers import AutoTokenizer
+
+    from sid4llm.ids import SemanticIdCodebook
+    from sid4llm.lm.tokenization import IdVocabulary
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    return IdVocabulary.extend(tokenizer, SemanticIdCodebook.from_pretrained(tiny_prepared["codebook_dir"]))

@@ -20,9 +20,9 @@ import pytest
 from sid4llm import RecommendationPipeline, SidRecommender
 from sid4llm.artifacts import ArtifactError
 from sid4llm.data import DataFormatError, process_interactions, read_generic, read_movielens
-from sid4llm.embeddings import EmbeddingError, read_user_embeddings
+from sid4llm.data.item_embeddings import EmbeddingError, read_user_embeddings
+from sid4llm.data.titles import TitleIndex
 from sid4llm.ids import SemanticIdCodebook
-from sid4llm.titles import TitleIndex
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = "user_id,item_id,timestamp\n" + "".join(f"u{u},i{i},{100 * u + i}\n" for u in range(3) for i in range(6))
@@ -182,7 +182,7 @@ def test_command_line_errors_are_one_line_and_debug_shows_the_traceback(tmp_path
     emb = tmp_path / "emb.parquet"
     pd.DataFrame({"item_id": [f"i{i}" for i in range(6)],
                   "embedding": [[1.0, 0.0]] * 5 + [[np.nan, 0.0]]}).to_parquet(emb)
-    cmd = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--dataset", str(events), "--output_dir",
+    cmd = [sys.executable, str(REPO / "recipes" / "prepare_data.py"), "--dataset", str(events), "--output_dir",
            str(tmp_path / "out"), "--embeddings", str(emb), "--user_core", "1", "--item_core", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -275,6 +275,18 @@ def test_codebook_without_its_method_or_with_truncated_codes(trained_dir, tmp_pa
     with pytest.raises(ArtifactError, match=r"codes\.safetensors: cannot be read as safetensors") as err:
         SemanticIdCodebook.from_pretrained(folder)
     record("truncated `codes.safetensors`", err.value, tmp_path)
+
+
+def test_a_codebook_config_from_another_version_is_refused(trained_dir, tmp_path):
+    folder = Path(shutil.copytree(Path(trained_dir) / "codebook", tmp_path / "codebook"))
+    config = json.loads((folder / "codebook_config.json").read_text())
+    method = dict(config["id_method"])
+    method["code_dim"] = method.pop("hidden_dim")  # a field renamed by another version
+    (folder / "codebook_config.json").write_text(json.dumps(dict(config, id_method=method)))
+    with pytest.raises(ArtifactError, match=r"codebook_config\.json: 'id_method' \w+Config: unknown field\(s\) "
+                                            r"\['code_dim'\]; missing field\(s\) \['hidden_dim'\]") as err:
+        SemanticIdCodebook.from_pretrained(folder)
+    record("codebook config with a renamed `id_method` field", err.value, tmp_path)
 
 
 def test_a_recommender_without_its_id_token_pin_is_refused(saved_copy, tmp_path):

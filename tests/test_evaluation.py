@@ -65,8 +65,8 @@ def test_evaluate_module_loads_offline_and_agrees():
 
 @pytest.mark.slow  # a subprocess end to end
 def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
-    from sid4llm.finetuning import ModelArguments, SidDataArguments, run_finetune
-    from sid4llm.tasks import TaskArguments
+    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.tasks import TaskArguments
 
     out = tmp_path / "rec"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4),

@@ -220,7 +220,7 @@ def test_train_ids_recipe_end_to_end(tmp_path, tiny_encoder_dir, isolated_cache)
                                                     item_file=str(tmp_path / "items.csv"), encoder=tiny_encoder_dir))
     out = tmp_path / "ids"
     cmd = [sys.executable, str(REPO / "recipes" / "train_ids.py"), "--config",
-           str(REPO / "recipes" / "configs" / "ids" / "varlen_dvae.yaml"), "--data_dir", str(data_dir),
+           "ids/varlen_dvae", "--data_dir", str(data_dir),
            "--output_dir", str(out), "--max_steps", "4", "--batch_size", "32", "--vocab_size", "8"]
     env = {**__import__("os").environ, "TQDM_DISABLE": "1"}
     # 4 steps on 12 items collapse: an error that says what to change, and no codebook to fine-tune on
@@ -267,10 +267,9 @@ def test_collapse_is_named_for_low_usage_and_one_code_ids():
 
 
 def shipped_varlen_config(**overrides) -> tuple[IdTrainingArguments, DVAEConfig]:
-    from sid4llm.workflow import parse_yaml
+    from sid4llm.cli import as_flags, parse_config_and_args
 
-    return parse_yaml([IdTrainingArguments, DVAEConfig], REPO / "recipes" / "configs" / "ids" / "varlen_dvae.yaml",
-                      overrides)
+    return parse_config_and_args([IdTrainingArguments, DVAEConfig], ["--config", "ids/varlen_dvae", *as_flags(**overrides)])
 
 
 @pytest.mark.slow

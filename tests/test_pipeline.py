@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from sid4llm import RecommendationPipeline, SidRecommender
+from sid4llm.data.titles import TitleIndex, normalize_title
 from sid4llm.ids import SemanticIdCodebook
-from sid4llm.titles import TitleIndex, normalize_title
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = ["Toy Story (1995)", "Toy Story 2 (1999)", "American President, The (1995)", "Heat (1995)",

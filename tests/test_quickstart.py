@@ -21,7 +21,7 @@ def test_quickstart_runs_every_step_under_accelerate_launch_and_writes_its_repor
     source = Path(tiny_prepared["data_dir"]).parent
     out = tmp_path / "quickstart"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "scripts" / "quickstart.py"),
+           str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "quickstart.py"),
            "--output_dir", str(out), "--dataset", str(source / "events.csv"), "--item_file", str(source / "items.csv"),
            "--encoder", tiny_encoder_dir, "--model_name_or_path", tiny_lm_dir, "--max_steps", "3",
            "--id_steps", "30", "--allow_collapse", "--eval_users", "6", "--chat_k", "2"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from ..embeddings import (
+from .item_embeddings import (
     EMBEDDINGS_FILE,
     encode_texts,
     item_text,
@@ -55,7 +55,7 @@ class PrepareDataArguments:
     item_id_column: str | None = field(default=None, metadata={"help": "Generic format: item id column of --item_file (detected if unset)."})
     timestamp_column: str | None = field(default=None, metadata={"help": "Generic format: timestamp column (detected if unset)."})
     timestamp_unit: str = field(default="auto", metadata={"help": "Generic numeric timestamps: s, ms or auto."})
-    timestamp_format: str | None = field(default=None, metadata={"help": "Generic date strings: strptime format, e.g. '%d/%m/%Y %H:%M' (needed when dates read both day- and month-first)."})
+    timestamp_format: str | None = field(default=None, metadata={"help": "Generic date strings: strptime format, e.g. '%%d/%%m/%%Y %%H:%%M' (needed when dates read both day- and month-first)."})
     user_core: int = field(default=5, metadata={"help": "Keep users with at least this many events (iterative k-core)."})
     item_core: int = field(default=5, metadata={"help": "Keep items with at least this many events (iterative k-core)."})
     min_rating: float | None = field(default=None, metadata={"help": "Drop events rated below this (None keeps all)."})
@@ -99,7 +99,7 @@ class PreparedData:
         for part in ("sequences", "items", "stats.json"):
             if not (path / part).exists():
                 raise DataFormatError(
-                    f"{path}: not a prepared dataset ({part} missing); run `python scripts/prepare_data.py --output_dir {path}`"
+                    f"{path}: not a prepared dataset ({part} missing); run `sid4llm prepare-data --output_dir {path}`"
                 )
         return cls(path, load_from_disk(str(path / "sequences")), load_from_disk(str(path / "items")),
                    json.loads((path / "stats.json").read_text()))

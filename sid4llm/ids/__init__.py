@@ -5,11 +5,17 @@ from .atomic import AtomicConfig, AtomicIds
 from .base import IdInputError, IdMethodConfig, IdModel
 from .codebook import SemanticIdCodebook, disambiguate
 from .dvae import DiscreteVAE, DVAEConfig
-from .metrics import collapse_problems, id_metrics, plot_length_vs_popularity, summary_table
+from .quality import collapse_problems, id_metrics, plot_length_vs_popularity, summary_table
 from .registry import METHODS, build_model, config_class
 from .reinforce import ReinforceConfig, ReinforceSenderReceiver
 from .rqkmeans import ResidualKMeans, RQKMeansConfig
-from .training import CodebookCollapseError, IdTrainingArguments, save_training_outputs, train_semantic_ids
+from .training import (
+    CodebookCollapseError,
+    IdTrainingArguments,
+    load_finished_run,
+    save_training_outputs,
+    train_semantic_ids,
+)
 
 __all__ = [
     "AtomicConfig",
@@ -33,6 +39,7 @@ __all__ = [
     "disambiguate",
     "id_metrics",
     "plot_length_vs_popularity",
+    "load_finished_run",
     "save_training_outputs",
     "summary_table",
     "train_semantic_ids",

@@ -40,8 +40,16 @@ class IdMethodConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> IdMethodConfig:
+        """The config saved by ``to_dict``. Strict: an unknown or missing field means another sid4llm version
+        wrote it, whose encoder this one would build differently, so it is an error naming the fields."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        values = {k: v for k, v in values.items() if k != "method"}  # written by to_dict to name the class
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            raise IdInputError(f"{cls.__name__}: " + "; ".join(
+                part for part in (f"unknown field(s) {unknown}" if unknown else "",
+                                  f"missing field(s) {missing}" if missing else "") if part))
+        return cls(**values)
 
 
 class IdModel(nn.Module):

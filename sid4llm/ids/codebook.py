@@ -224,7 +224,11 @@ class SemanticIdCodebook:
             raise IdInputError(f"{path}: codebook format {config['format_version']} is newer than this sid4llm")
         if not isinstance(config["id_method"], dict) or "method" not in config["id_method"]:
             raise ArtifactError(f"{path / CONFIG_FILE}: 'id_method' must hold the ID method's config, with its 'method'")
-        method_config = config_from_dict(config["id_method"])
+        try:
+            method_config = config_from_dict(config["id_method"])
+        except IdInputError as err:
+            raise ArtifactError(f"{path / CONFIG_FILE}: 'id_method' {err}; it was saved by another sid4llm version. "
+                                "Use that version, or train the IDs again") from None
         tensors = read_safetensors(path / "codes.safetensors")
         missing = {"codes", "offsets", "disambiguation", "popularity"} - set(tensors)
         if missing:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .atomic import AtomicConfig
 from .base import IdInputError, IdMethodConfig, encode_in_batches, validate_embeddings
 from .codebook import SemanticIdCodebook
-from .metrics import collapse_problems, id_metrics, plot_length_vs_popularity, prefix_errors
+from .quality import collapse_problems, id_metrics, plot_length_vs_popularity, prefix_errors
 from .registry import build_model
 from .rqkmeans import ResidualKMeans
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 class IdTrainingArguments:
     """How to train (the method's own knobs live in its config)."""
 
-    data_dir: str = field(default=None, metadata={"help": "A folder written by scripts/prepare_data.py."})
+    data_dir: str = field(default=None, metadata={"help": "A folder written by sid4llm prepare-data."})
     output_dir: str = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot."})
     method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans, reinforce or atomic (one token per item)."})
     epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events (raised to reach min_steps)."})
@@ -227,3 +227,22 @@ def save_training_outputs(codebook: SemanticIdCodebook, output_dir: str | Path, 
                                   f"{cfg.method}{' (variable length)' if cfg.variable_length else ''}: "
                                   f"V={cfg.vocab_size}, L={cfg.max_length}")
     return out
+
+
+def load_finished_run(output_dir: str | Path, method_config: IdMethodConfig, args: IdTrainingArguments,
+                      popularity: np.ndarray) -> SemanticIdCodebook | None:
+    """The codebook saved in ``output_dir`` by :func:`save_training_outputs` if it was trained with this
+    method config for the steps ``args`` asks for, else None: a longer run re-run with the same command
+    reuses its finished steps, and one with other settings trains again instead of reusing stale IDs."""
+    import json
+
+    out = Path(output_dir)
+    saved, metrics = out / "codebook" / "codebook_config.json", out / "metrics.json"
+    if not (saved.is_file() and metrics.is_file()):
+        return None
+    events = int(popularity.sum()) if args.sampling == "interactions" else len(popularity)
+    steps = 0 if method_config.method in ("rqkmeans", "atomic") else args.total_steps(events)
+    if json.loads(saved.read_text()).get("id_method") != method_config.to_dict() \
+            or json.loads(metrics.read_text()).get("train_steps") != steps:
+        return None
+    return SemanticIdCodebook.from_pretrained(out / "codebook")

@@ -1,0 +1,40 @@
+"""Every entry point of sid4llm, one module per command, each a ``main(arguments...)`` that does the work and
+a ``run(argv=None)`` that parses flags (and ``--config`` YAML) with the shared parser of :mod:`sid4llm.cli`.
+
+They are reached three ways, all the same code: ``sid4llm <command>`` (the console script),
+``python recipes/<command>.py`` / ``accelerate launch recipes/<command>.py`` (thin files), and from Python —
+the quickstart and the paper reproduction call the other commands' ``main`` functions.
+"""
+
+# command name → (module, one-line summary); the order is the order of a run.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("prepare_data", "read a dataset, split it leave-one-out, embed the item texts"),
+    "train-ids": ("train_ids", "learn semantic IDs (variable-length dVAE, fixed, RQ-KMeans, REINFORCE, atomic)"),
+    "finetune": ("finetune", "train a causal LM to write item IDs (from scratch, full or LoRA; accelerate launch)"),
+    "evaluate": ("evaluate", "recall/NDCG/coverage on the valid or test split against the most-popular floor"),
+    "chat": ("chat", "talk to a trained recommender: titles in, catalogue items out"),
+    "add-items": ("add_items", "give new (cold-start) items IDs without changing any existing one"),
+    "quickstart": ("quickstart", "every step in one run on bundled MovieLens-1M and SmolLM2, sized for 2 CPU cores"),
+    "reproduce-paper": ("reproduce_paper", "the claims of arXiv 2602.16375 on one dataset, with results.md"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``sid4llm <command> [flags]``: the console script; ``sid4llm --help`` lists the commands."""
+    import importlib
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        lines = ["usage: sid4llm <command> [--config FILE] [flags]   (sid4llm <command> --help for its flags)", "",
+                 "commands:"]
+        lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+        print("\n".join(lines))
+        return
+    name = argv.pop(0)
+    if name not in COMMANDS:
+        sys.exit(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (sid4llm --help)")
+    sys.argv = [f"sid4llm {name}", *argv]
+    importlib.import_module(f"{__name__}.{COMMANDS[name][0]}").run()
+

@@ -1,0 +1,74 @@
+"""Talk to a trained recommender: name what you liked in plain words, get real catalogue items back.
+
+    sid4llm chat --model outputs/quickstart/model                      # interactive
+    sid4llm chat --model outputs/quickstart/model --prompt "I loved Toy Story and Heat. Something darker?"
+    sid4llm chat --model me/my-recommender --history "Fargo; The Matrix"  # a Hub id works too
+
+Titles are matched exactly or fuzzily (quotes help for one-word titles); every recommended item comes out of
+trie-constrained decoding. In the REPL: /history shows what was understood, /reset starts over, /quit leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..cli import run_command
+from ..pipeline import RecommendationPipeline
+
+
+@dataclass
+class ChatArguments:
+    model: str = field(default=None, metadata={"help": "A trained recommender folder (sid4llm finetune) or Hub id."})
+    prompt: str | None = field(default=None, metadata={"help": "Answer this one message and exit."})
+    history: str | None = field(default=None, metadata={"help": "Items you liked, separated by ';' (titles or ids)."})
+    k: int = field(default=5, metadata={"help": "Items to recommend per turn."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Length of the model's own answer."})
+
+
+def main(args: ChatArguments) -> None:
+    if not args.model:
+        raise SystemExit("error: --model is required")
+    pipe = RecommendationPipeline.from_pretrained(args.model)
+    history = [h.strip() for h in (args.history or "").split(";") if h.strip()]
+    try:
+        pipe.resolve(history)
+    except KeyError as err:
+        raise SystemExit(f"error: --history: {err.args[0]}") from None
+    messages: list[dict] = []
+
+    def turn(text: str) -> None:
+        messages.append({"role": "user", "content": text})
+        reply = pipe.chat(messages, k=args.k, history=history, max_new_tokens=args.max_new_tokens)
+        messages.append(reply)
+        print(f"\nassistant> {reply['content']}\n")
+
+    if args.prompt is not None:
+        turn(args.prompt)
+        return
+    print(f"Chatting with {args.model} ({len(pipe.codebook):,} items). /history, /reset, /quit.")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            break
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            messages.clear()
+            print("(conversation cleared)")
+            continue
+        if text == "/history":
+            understood = messages[-1]["history"] if messages else []
+            print("understood so far:", "; ".join(i["title"] for i in understood) or "nothing yet")
+            continue
+        turn(text)
+
+
+ARGUMENTS = (ChatArguments,)
+
+
+def run(argv: list[str] | None = None) -> None:
+    run_command(main, ARGUMENTS, argv, log_level=30)

@@ -1,0 +1,71 @@
+"""Learn semantic IDs for the items of a prepared dataset.
+
+    sid4llm train-ids --config ids/varlen_dvae --data_dir data/ml-1m --output_dir outputs/ids/varlen
+    sid4llm train-ids --method rqkmeans --data_dir data/ml-1m --output_dir outputs/ids/rqkmeans
+
+Writes OUT/codebook/ (a SemanticIdCodebook), OUT/metrics.json and OUT/length_vs_popularity.png, and prints a
+summary. A collapsed codebook (few codes in use, or 1-code IDs) is an error: exit status 1, a message saying what
+to change, its metrics in OUT/collapse_report.json (``--allow_collapse`` saves it anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..cli import parse_config_and_args, peek_option, run_command
+from ..data import PreparedData
+from ..ids import (
+    IdMethodConfig,
+    IdTrainingArguments,
+    SemanticIdCodebook,
+    config_class,
+    load_finished_run,
+    save_training_outputs,
+    summary_table,
+    train_semantic_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def arguments(argv: list[str] | None = None) -> tuple[type, type]:
+    """The dataclasses to parse: the training arguments and the config of the method ``--method`` names."""
+    return IdTrainingArguments, config_class(peek_option("method", default="dvae", args=argv))
+
+
+def main(args: IdTrainingArguments, method_config: IdMethodConfig, data: PreparedData | None = None) -> SemanticIdCodebook:
+    if not args.data_dir or not args.output_dir:
+        raise SystemExit("error: --data_dir and --output_dir are required")
+    data = data or PreparedData.load(args.data_dir)
+    codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity, method_config, args,
+                                  item_ids=list(data.items["item_id"]), titles=list(data.items["title"]))
+    cfg = codebook.config
+    print(f"{cfg.method}{' (variable length)' if cfg.variable_length else ''}, V={cfg.vocab_size}, "
+          f"L={cfg.max_length}, {len(codebook):,} items:")
+    print(summary_table(codebook.metrics))
+    out = save_training_outputs(codebook, args.output_dir, plot=args.plot, allow_collapse=args.allow_collapse)
+    print(f"codebook saved to {out / 'codebook'}; metrics in {out / 'metrics.json'}")
+    if args.push_to_hub:
+        if not args.hub_model_id:
+            raise SystemExit("error: --push_to_hub needs --hub_model_id")
+        print("pushed:", codebook.push_to_hub(args.hub_model_id))
+    return codebook
+
+
+def trained_or_train(argv: list[str]) -> SemanticIdCodebook:
+    """``main`` on these flags, or the codebook already saved in their ``--output_dir`` by the same method
+    config and steps (a finished step of a longer run is loaded, not retrained; other settings train again)."""
+    args, method_config = parse_config_and_args(arguments(argv), argv)
+    if not args.data_dir or not args.output_dir:
+        raise SystemExit("error: --data_dir and --output_dir are required")
+    data = PreparedData.load(args.data_dir)
+    finished = load_finished_run(args.output_dir, method_config, args, data.item_popularity)
+    if finished is not None:
+        logger.info("IDs trained with these settings found in %s", args.output_dir)
+        return finished
+    return main(args, method_config, data)
+
+
+def run(argv: list[str] | None = None) -> SemanticIdCodebook:
+    return run_command(main, arguments(sys.argv[1:] if argv is None else argv), argv)

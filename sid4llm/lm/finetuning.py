@@ -1,0 +1,267 @@
+"""Fine-tuning a causal LM to write semantic IDs: what ``sid4llm finetune`` runs.
+
+The HF ``Trainer`` does the loop, so ``accelerate launch`` (CPU, one or many GPUs, DeepSpeed, FSDP),
+gradient accumulation, checkpoints and resuming all work as users know them. LoRA goes through PEFT with
+the new ID-token rows trainable (``trainable_token_indices``; a tied ``lm_head`` follows the embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import PreparedData
+from ..decoding.beam_search import IdDecoder, id_head_rows
+from ..ids import SemanticIdCodebook
+from .models import id_only_tokenizer, load_causal_lm, load_tokenizer, scratch_model
+from .recommender import SidRecommender, recommendation_generation_config
+from .tasks import (
+    IGNORE_INDEX,
+    PackedCollator,
+    TaskArguments,
+    build_segments,
+    pack_segments,
+    stream_tokens_per_item,
+)
+from .tokenization import IdVocabulary, init_id_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="default", metadata={"help": "Causal LM folder or Hub id; 'default' = bundled SmolLM2-135M-Instruct."})
+    from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting)."})
+    scratch_tokenizer: str = field(
+        default="auto", metadata={"help": "From scratch: ids (ID tokens and four specials only), text (model_name_or_path's "
+                                          "tokenizer, needed for text tasks) or auto (ids unless a text task is trained)."})
+    scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
+    scratch_layers: int = field(default=4, metadata={"help": "From scratch: layers."})
+    scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
+    pretrained_layers: int | None = field(
+        default=None, metadata={"help": "Keep only the first N decoder layers of the pretrained LM (about N/L of the "
+                                        "compute per token; SmolLM2 has 30); None: all of them."})
+    use_peft: bool = field(default=True, metadata={"help": "LoRA (pretrained models only); False = full fine-tuning."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt ('all-linear' or comma-separated names)."})
+    id_softmax: bool = field(default=True, metadata={"help": "Score ID targets over the ID tokens only (the softmax "
+                                                             "decoding uses); False: over the whole vocabulary."})
+    embedding_init: str = field(default="titles", metadata={"help": "New ID-token rows: titles, mean or random."})
+    reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
+
+
+@dataclass
+class SidDataArguments:
+    data_dir: str = field(default=None, metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
+    codebook: str = field(default=None, metadata={"help": "A saved SemanticIdCodebook (or the output_dir of sid4llm train-ids)."})
+    eval_examples: int = field(default=256, metadata={"help": "Validation examples (next-item on the valid split) for eval loss."})
+
+
+def load_codebook(path: str | Path) -> SemanticIdCodebook:
+    """A codebook folder, or a ``train_ids`` output folder holding ``codebook/``."""
+    path = Path(path)
+    if (path / "codebook" / "codebook_config.json").is_file():
+        path = path / "codebook"
+    return SemanticIdCodebook.from_pretrained(path)
+
+
+def check_same_catalogue(codebook: SemanticIdCodebook, data: PreparedData) -> None:
+    ids = list(data.items["item_id"])
+    if codebook.item_ids[: len(ids)] != ids:
+        raise ValueError(f"the codebook's items do not match {data.path / 'items'}: train IDs on this dataset "
+                         "(sid4llm train-ids --data_dir ...)")
+
+
+def scratch_uses_id_tokenizer(model_args: ModelArguments, text_tasks: bool) -> bool:
+    choice = model_args.scratch_tokenizer
+    if choice not in ("auto", "ids", "text"):
+        raise ValueError(f"scratch_tokenizer must be auto, ids or text, got {choice!r}")
+    if choice == "ids" and text_tasks:
+        raise ValueError("scratch_tokenizer=ids has no words for the natural_language/alignment tasks: "
+                         "use --scratch_tokenizer text or --tasks sequential")
+    return choice == "ids" or (choice == "auto" and not text_tasks)
+
+
+def build_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, text_tasks: bool = True) -> IdVocabulary:
+    """The tokenizer the model will use (ID-only, or the model's own), extended with the codebook's ID tokens."""
+    if model_args.from_scratch and scratch_uses_id_tokenizer(model_args, text_tasks):
+        tokenizer = id_only_tokenizer()
+    else:
+        tokenizer = load_tokenizer(model_args.model_name_or_path)
+    return IdVocabulary.extend(tokenizer, codebook, extra_disambiguation=model_args.reserve_disambiguation_tokens)
+
+
+def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, seed: int = 0,
+                          text_tasks: bool = True, max_positions: int = 1024):
+    """The (extended) tokenizer and the model: pretrained with new ID rows initialised, or from scratch."""
+    vocab = build_vocab(model_args, codebook, text_tasks)
+    tokenizer = vocab.tokenizer
+    if model_args.from_scratch:
+        model = scratch_model(len(tokenizer), model_args.scratch_hidden_size, model_args.scratch_layers,
+                              model_args.scratch_heads, max_positions=max_positions, tokenizer=tokenizer, seed=seed)
+    else:
+        model = load_causal_lm(model_args.model_name_or_path, num_layers=model_args.pretrained_layers)
+        init_id_embeddings(model, vocab, model_args.embedding_init, seed=seed)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, vocab
+
+
+def apply_lora(model, model_args: ModelArguments, vocab: IdVocabulary):
+    from peft import LoraConfig, get_peft_model
+
+    targets = model_args.lora_target_modules
+    config = LoraConfig(
+        r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type="CAUSAL_LM", trainable_token_indices=vocab.new_token_ids,
+    )
+    return get_peft_model(model, config)
+
+
+class IdLossTrainer(Trainer):
+    """``Trainer`` whose next-token loss scores an ID-token target over the ID tokens only.
+
+    Decoding only ever chooses among ID tokens (the trie masks the rest), so the loss uses the same softmax:
+    the hidden state of every position whose target is an ID token (codes, disambiguation, end marker) is
+    multiplied by the ID-token rows of the LM head only; text targets (answers in words, chat markers) use the
+    full head, and only at their own positions. The model's forward is called as usual (so DDP/FSDP/DeepSpeed
+    wrapping is untouched) with ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary
+    logits of every position would be most of the activation memory. Rows are packed (``position_ids`` restart
+    at each segment, no attention mask): transformers then masks attention block-diagonally."""
+
+    def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.id_decoder, self.id_softmax = id_decoder, id_softmax
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        targets = labels[:, 1:]
+        scored = targets != IGNORE_INDEX
+        hidden, targets = outputs.hidden_states[-1][:, :-1][scored], targets[scored]
+        decoder = self.id_decoder
+        if decoder.column_token_ids.device != hidden.device:
+            self.id_decoder = decoder = decoder.to(hidden.device)
+        columns = decoder.token_to_column(targets)
+        is_id = (columns >= 0) & self.id_softmax
+        unwrapped = self.accelerator.unwrap_model(model)
+        id_logits = hidden[is_id] @ id_head_rows(unwrapped, decoder.column_token_ids).T
+        total = torch.nn.functional.cross_entropy(id_logits.float(), columns[is_id], reduction="sum")
+        if not bool(is_id.all()):
+            text_logits = unwrapped.get_output_embeddings()(hidden[~is_id])
+            total = total + torch.nn.functional.cross_entropy(text_logits.float(), targets[~is_id], reduction="sum")
+        if num_items_in_batch is not None:  # normalised over the whole accumulated (and gathered) batch
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            self.loss_is_scaled_for_ga = True
+        else:
+            loss = total / scored.sum().clamp(min=1)
+            self.loss_is_scaled_for_ga = False
+        return (loss, outputs) if return_outputs else loss
+
+
+def resolve_resume(training_args: TrainingArguments) -> str | None:
+    """Resume from ``--resume_from_checkpoint PATH``; with no flag, from the last checkpoint in output_dir
+    when there is one (re-running a killed command continues it); ``--resume_from_checkpoint none`` starts over."""
+    value = training_args.resume_from_checkpoint
+    if value is not None and str(value).lower() in ("none", "false", "no"):
+        return None
+    if value is not None and str(value).lower() not in ("auto", "true", "yes"):
+        return str(value)
+    if os.path.isdir(training_args.output_dir):
+        last = get_last_checkpoint(training_args.output_dir)
+        if last:
+            logger.warning("resuming from %s", last)
+        return last
+    return None
+
+
+def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
+                 training_args: TrainingArguments, callbacks: list | None = None,
+                 data_collator=None) -> SidRecommender:
+    if not data_args.data_dir or not data_args.codebook:
+        raise ValueError("--data_dir and --codebook are required")
+    set_seed(training_args.seed)
+    data = PreparedData.load(data_args.data_dir)
+    codebook = load_codebook(data_args.codebook)
+    check_same_catalogue(codebook, data)
+    model, vocab = build_model_and_vocab(model_args, codebook, training_args.seed, task_args.text_tasks,
+                                         max_positions=max(1024, (task_args.history_token_budget or 0) + 64,
+                                                           task_args.max_seq_length or 0))
+    row_length = task_args.row_length(vocab)
+
+    with training_args.main_process_first(desc="building task datasets"):
+        segments = build_segments(data, vocab, task_args, "train")
+        train_ds = pack_segments(segments, row_length, task_args.example_seed)
+        eval_ds = None
+        if data_args.eval_examples > 0:
+            eval_args = replace(task_args, tasks="sequential", sequential_targets="last",
+                                max_examples_per_task=data_args.eval_examples)
+            eval_ds = pack_segments(build_segments(data, vocab, eval_args, "valid"), row_length)
+
+    use_peft = model_args.use_peft and not model_args.from_scratch
+    if use_peft:
+        model = apply_lora(model, model_args, vocab)
+    trainer = IdLossTrainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id), processing_class=vocab.tokenizer,
+        callbacks=callbacks, id_decoder=IdDecoder.build(vocab), id_softmax=model_args.id_softmax,
+    )
+    result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+    trainer.save_state()
+    metrics = dict(result.metrics)
+    if eval_ds is not None:
+        metrics.update(trainer.evaluate())
+    stats = training_data_stats(segments, train_ds, vocab, data.item_popularity, row_length)
+    metrics["train_examples_by_task"] = stats["segments_by_task"]
+    config = {
+        "base_model": model_args.model_name_or_path, "peft": use_peft, "from_scratch": model_args.from_scratch,
+        "model_args": asdict(model_args), "task_args": asdict(task_args), "data_dir": str(data_args.data_dir),
+        "dataset": data.stats.get("source"),
+        "dataset_stats": {k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
+        "metrics": _jsonable(metrics), "example_stats": _jsonable(stats),
+    }
+    recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config)
+    if trainer.is_world_process_zero():
+        recommender.save_pretrained(training_args.output_dir)
+        if training_args.push_to_hub:
+            repo = training_args.hub_model_id or Path(training_args.output_dir).name
+            logger.info("pushed: %s", recommender.push_to_hub(repo, private=training_args.hub_private_repo,
+                                                              token=training_args.hub_token))
+    return recommender
+
+
+def training_data_stats(segments, packed, vocab: IdVocabulary, popularity: np.ndarray, max_seq_length: int) -> dict:
+    """What one epoch holds: segments and item targets per task, packed rows and how full they are, and
+    what an item costs in an ID stream."""
+    tasks, counts = np.unique(segments["task"], return_counts=True)
+    targets_by_task: dict[str, int] = {}
+    for task, targets in zip(segments["task"], segments["targets"]):
+        targets_by_task[task] = targets_by_task.get(task, 0) + len(targets)
+    tokens = sum(len(x) for x in packed["input_ids"])
+    sequential = [t for t, k in zip(segments["history_tokens"], segments["task"]) if k == "sequential"]
+    return {
+        "segments_by_task": {str(t): int(c) for t, c in zip(tasks, counts)},
+        "item_targets_by_task": targets_by_task,
+        "packed_rows": len(packed), "tokens": tokens,
+        "row_fill": tokens / (len(packed) * max_seq_length) if len(packed) else 0.0,
+        "mean_history_tokens": float(np.mean(sequential)) if sequential else None,
+        **stream_tokens_per_item(vocab, popularity),
+    }
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

@@ -1,0 +1,60 @@
+"""The model card (README.md) of a saved recommender: what a Hub visitor reads first — base model, data,
+ID statistics, test metrics and how to use it."""
+
+from __future__ import annotations
+
+import json
+
+from ..ids import SemanticIdCodebook
+from .models import pretrained_layers
+
+
+def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
+    """README.md for a saved ``SidRecommender`` folder / Hub repo, from its ``sid4llm_config.json`` content."""
+    cfg, cb = config, codebook
+    m, base = cb.metrics, cfg.get("base_model", "unknown")
+    base_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if base == "default" else base
+    data = cfg.get("dataset_stats") or {}
+    task = cfg.get("task_args", {})
+    lines = ["---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids",
+             "- peft" if cfg.get("peft") else "- full-finetune"]
+    if not cfg.get("from_scratch"):
+        lines.append(f"base_model: {base_id}")
+    model = "a small Llama trained from scratch" if cfg.get("from_scratch") else \
+        f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
+    layers = pretrained_layers(cfg)
+    if layers and not cfg.get("from_scratch"):
+        model += f", cut to its first {layers} decoder layers"
+    lines += ["---", "", "# sid4llm recommender", "",
+              f"A causal LM ({model}) that recommends items by writing their variable-length semantic IDs "
+              "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "
+              "prefix trie of the codebook, so it is always a real catalogue item.", "", "## Data", ""]
+    if data:
+        lines.append(f"- dataset: {cfg.get('dataset')} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
+                     f"items, {data.get('n_interactions', 0):,} interactions (leave-one-out splits)")
+    lines += [f"- tasks: {task.get('tasks', 'n/a')}; history budget {task.get('history_token_budget', 'n/a')} tokens", "",
+              "## Semantic IDs", "",
+              f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), "
+              f"V={cb.vocab_size}, max length {cb.config.max_length}, {len(cb):,} items",
+              f"- mean ID length: {m.get('mean_length_uniform', 'n/a')} (per item), "
+              f"{m.get('mean_length_unigram', 'n/a')} (per interaction)",
+              f"- reconstruction error: {m.get('recon_mse_uniform', 'n/a')}; Spearman(length, popularity): "
+              f"{m.get('spearman_length_popularity', 'n/a')}", ""]
+    evaluation = cfg.get("evaluation")
+    if evaluation:
+        lines += [f"## Evaluation ({evaluation.get('split', 'test')} split, full catalogue, constrained beam search)", "",
+                  "| | recall@10 | ndcg@10 | coverage@10 |", "|---|---|---|---|"]
+        for name in ("model", "most_popular"):
+            r = evaluation.get(name, {})
+            lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r.get(k), float) else "n/a"
+                                                     for k in ("recall@10", "ndcg@10", "coverage@10")) + " |")
+        lines.append("")
+    train = {k: v for k, v in cfg.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
+    if train:
+        lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]
+    lines += ["## Usage", "", "```python", "from sid4llm import RecommendationPipeline", "",
+              'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
+              'pipe.recommend(["<a title you liked>", "<another>"], k=10)',
+              'pipe.chat([{"role": "user", "content": "I loved <title>. What next?"}])', "```", ""]
+    return "\n".join(lines)
+

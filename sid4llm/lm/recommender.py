@@ -1,0 +1,315 @@
+"""``SidRecommender``: a causal LM that writes semantic IDs, with its tokenizer and codebook, saved and
+loaded as one folder (flat, as on the Hub)::
+
+    adapter_model.safetensors + adapter_config.json   (LoRA)   or   model.safetensors + config.json (full)
+    tokenizer files + sid_vocabulary.json             the extended tokenizer, pinned to the codebook
+    codebook/                                         the SemanticIdCodebook
+    generation_config.json                            complete: greedy beams, do_sample=False
+    sid4llm_config.json                               how to rebuild: base model, PEFT or not
+    README.md                                         model card
+
+Loading resizes the base model to the extended tokenizer *before* attaching the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+
+from ..artifacts import ArtifactError, read_json
+from ..ids import SemanticIdCodebook
+from .models import load_causal_lm, pretrained_layers
+from .tokenization import VOCAB_FILE, IdVocabulary
+
+logger = logging.getLogger(__name__)
+CONFIG_FILE = "sid4llm_config.json"
+
+
+DEFAULT_NUM_BEAMS = 50  # recall@10 saturates here on ML-1M (scripts/bench_beam_width.py, docs/recommenders.md)
+
+
+def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
+    """A complete config for ID generation, so a checkpoint's sampling defaults can never leak into beam
+    search: greedy beams, no sampling, stop at the end-of-ID marker."""
+    longest = max(len(s) for s in vocab.codebook.sequences) + 2
+    tokenizer = vocab.tokenizer
+    eos = [vocab.end_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    return GenerationConfig(
+        do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=longest + 4,
+        early_stopping=True, length_penalty=0.0, temperature=None, top_k=None, top_p=None,
+        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+
+
+def check_saved_task_args(config: dict, where: Path) -> None:
+    """The saved task arguments decide every prompt the model reads, so they must match this version's
+    ``TaskArguments`` exactly: a renamed or dropped field would otherwise change the prompts silently."""
+    from dataclasses import fields
+
+    from .tasks import TaskArguments
+
+    saved = config.get("task_args")
+    if not isinstance(saved, dict):
+        raise ArtifactError(f"{where}: no 'task_args' (how the model's prompts are written); re-save the model "
+                            "with sid4llm finetune")
+    known = {f.name for f in fields(TaskArguments)}
+    unknown, missing = sorted(set(saved) - known), sorted(known - set(saved))
+    if unknown or missing:
+        parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
+        raise ArtifactError(f"{where}: task_args has {' and '.join(parts)}; it was saved by another sid4llm version, "
+                            "whose prompts this one would not write the same way. Use that version, or retrain")
+
+
+class SidRecommender:
+    def __init__(self, model: PreTrainedModel, vocab: IdVocabulary, generation_config: GenerationConfig,
+                 config: dict | None = None):
+        self.model = model
+        self.vocab = vocab
+        self.tokenizer = vocab.tokenizer
+        self.codebook = vocab.codebook
+        self.generation_config = generation_config
+        self.config = dict(config or {})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ recommending
+    @property
+    def decoder(self):
+        from ..decoding.beam_search import IdDecoder
+
+        # The codebook grows in place (add_items), so remember how many items the trie was built for.
+        if getattr(self, "_decoder", None) is None or self._decoder_items != len(self.codebook):
+            self._decoder = IdDecoder.build(self.vocab, self.device)
+            self._decoder_items = len(self.codebook)
+        return self._decoder
+
+    @cached_property
+    def prompt_builder(self):
+        """Writes prompts exactly as in training, from the saved task arguments; built once."""
+        from dataclasses import fields
+
+        from .tasks import ExampleBuilder, TaskArguments
+
+        known = {f.name for f in fields(TaskArguments)}
+        args = TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})  # loading checked them
+        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
+
+    def _index(self, item) -> int:
+        """A codebook index from an index (int, checked) or an item id (str). ``RecommendationPipeline`` is the
+        API for item ids given as ints, and for titles."""
+        if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            if not 0 <= item < len(self.codebook):
+                raise ValueError(f"codebook index {item} is out of range [0, {len(self.codebook)})")
+            return int(item)
+        return self.codebook.index_of(str(item))
+
+    def history_prompt_ids(self, history, style: str = "ids") -> list[int]:
+        """The prompt the model was trained with, after which the next token starts an item's ID.
+        ``style``: ``ids`` (the history as an ID stream cut to its token budget, the sequential task) or
+        ``titles`` (the natural-language task: titles in the chat template, then the begin-of-ID marker)."""
+        builder = self.prompt_builder
+        items = [self._index(i) for i in history]
+        if style == "ids":
+            return builder.stream_prompt_ids(items)
+        if style != "titles":
+            raise ValueError(f"style must be 'ids' or 'titles', got {style!r}")
+        return builder.text_prompt_ids(builder.natural_language_prompt(builder.budget(items))) + [self.vocab.begin_id]
+
+    def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
+                  style: str = "ids", exclude_seen: bool = True, exclude=None,
+                  show_progress: bool = False) -> list[list[dict]]:
+        """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
+        ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
+
+        With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
+        ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
+        left-out item, and widens for a user whose list would come out short, so the list holds ``k`` items. ``num_beams`` defaults to the
+        saved generation config's (at least ``k``)."""
+        from tqdm.auto import tqdm
+
+        from ..decoding.beam_search import recommend_top_k
+
+        self.model.eval()
+        indexed = [[self._index(i) for i in h] for h in histories]
+        exclude = exclude if exclude is not None else [()] * len(indexed)
+        if len(exclude) != len(indexed):
+            raise ValueError(f"exclude needs one collection per history: {len(exclude)} for {len(indexed)} histories")
+        banned = [set(map(self._index, extra)) | (set(h) if exclude_seen else set()) for h, extra in zip(indexed, exclude)]
+        prompts = [self.history_prompt_ids(h, style) for h in indexed]
+        beams = max(num_beams or self.generation_config.num_beams or k, k)
+        n_items = len(self.codebook)
+
+        def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
+            found = recommend_top_k(self.model, self.decoder, [prompts[u] for u in users], k, width,
+                                    self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
+            return dict(zip(users, found))
+
+        def short_of(results: dict) -> list[int]:
+            return [u for u, ranked in results.items() if len(ranked) < min(k, n_items - len(banned[u]))]
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
+        ranked_by_user: list[list[dict]] = [[] for _ in prompts]
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="recommending", disable=not show_progress):
+            results = search(order[start : start + batch_size], beams)
+            # Beams spent on left-out items can leave a list short: widen the search for those users only.
+            wider, short = beams, short_of(results)
+            while short and wider < n_items:
+                wider = min(2 * wider, n_items)
+                results.update(search(short, wider))
+                short = short_of({u: results[u] for u in short})
+            for user, ranked in results.items():
+                ranked_by_user[user] = [{"item_id": self.codebook.item_ids[i],
+                                         "title": self.codebook.titles[i] if self.codebook.titles else None,
+                                         "index": i, "score": s} for i, s in ranked]
+        return ranked_by_user
+
+    def decoding_config(self, num_beams: int | None = None) -> GenerationConfig:
+        """A copy of the saved ``generation_config.json``, the one source of every decoding setting (beam width,
+        length, end tokens), with ``num_beams`` overridden when given."""
+        import copy
+
+        config = copy.deepcopy(self.generation_config)
+        if num_beams is not None:
+            config.num_beams = config.num_return_sequences = num_beams
+        return config
+
+    @torch.no_grad()
+    def generate_text(self, messages: list[dict], max_new_tokens: int = 64, num_beams: int = 1,
+                      logits_processors: list | None = None) -> dict:
+        """Free text with trie-constrained ID spans (mixed mode): the model may write prose, and every ID it
+        opens is forced to be a real item. Returns ``{"text", "raw", "items"}`` with IDs shown as titles."""
+        from transformers import LogitsProcessorList
+
+        from ..decoding.beam_search import TrieLogitsProcessor
+
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            prompt = "\n".join(m["content"] for m in messages) + "\n"
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
+        config = self.decoding_config(num_beams)
+        config.num_return_sequences = 1
+        config.max_new_tokens = max_new_tokens
+        config.eos_token_id = self.tokenizer.eos_token_id
+        processor = TrieLogitsProcessor(self.decoder, ids.shape[1], "mixed")
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                                  logits_processor=LogitsProcessorList([*(logits_processors or []), processor]))
+        new_tokens = out[0, ids.shape[1]:].tolist()
+        text, items = self.vocab.render(new_tokens)
+        return {"text": text.strip(), "raw": self.tokenizer.decode(new_tokens), "items": items}
+
+    @torch.no_grad()
+    def generate_ids(self, histories, num_beams: int | None = None, constrained: bool = True,
+                     style: str = "ids") -> list[list[int | None]]:
+        """Beam search through ``model.generate`` (with :class:`TrieLogitsProcessor` when ``constrained``);
+        returns, per history, the codebook index of each returned beam (None for an invalid ID).
+        ``num_beams`` defaults to the saved generation config's."""
+        from transformers import LogitsProcessorList
+
+        from ..decoding.beam_search import TrieLogitsProcessor, left_pad
+
+        prompts = [self.history_prompt_ids([self._index(i) for i in h], style) for h in histories]
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
+        width = ids.shape[1]
+        config = self.decoding_config(num_beams)
+        num_beams = config.num_beams
+        config.eos_token_id = [self.vocab.end_id]  # the answer is one ID, starting right after the prompt
+        processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width, "id")]) if constrained else None
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                  logits_processor=processors)
+        out = out.reshape(len(prompts), num_beams, -1)
+        return [[self.vocab.parse_stream_item(row[width:].tolist()) for row in rows] for rows in out]
+
+    # ------------------------------------------------------------------ cold start
+    def add_items(self, item_ids, embeddings, titles=None) -> list[tuple[int, ...]]:
+        """Give new items IDs with the codebook's saved encoder (existing IDs unchanged) and make them
+        recommendable at once: their IDs are made of tokens the model already has, and the decoding trie is
+        rebuilt on next use. A new item that collides with an existing ID needs a disambiguation token; the
+        tokenizer reserves a few (``reserve_disambiguation_tokens``) and running out is an error that changes
+        nothing."""
+        available = len(self.vocab.id_token_ids) - self.codebook.vocab_size
+        return self.codebook.add_items(item_ids, embeddings, titles, max_disambiguation_tokens=available)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.config.get("peft"):
+            # The new ID rows live in the trainable-token delta; the resized base matrix need not be saved.
+            self.model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
+        else:
+            self.model.save_pretrained(out, safe_serialization=True)
+        self.vocab.save(out)
+        self.codebook.save_pretrained(out / "codebook")
+        self.generation_config.save_pretrained(out)
+        self.save_description(out, model_card)
+        return out
+
+    def save_description(self, save_directory: str | Path, model_card: str | None = None) -> Path:
+        """Rewrite only ``sid4llm_config.json`` and the model card of a saved folder: after the config gains
+        something measured later (e.g. ``config["evaluation"]``), without saving the weights again."""
+        out = Path(save_directory)
+        (out / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, default=str))
+        (out / "README.md").write_text(model_card if model_card is not None else self.model_card())
+        return out
+
+    def model_card(self) -> str:
+        """README.md for the saved folder / Hub repo (:mod:`sid4llm.lm.model_card`)."""
+        from .model_card import recommender_card
+
+        return recommender_card(self.config, self.codebook)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device | None = None, revision: str | None = None) -> SidRecommender:
+        path = Path(path_or_repo_id)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(path_or_repo_id), revision=revision))
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
+        config = read_json(path / CONFIG_FILE)
+        check_saved_task_args(config, path / CONFIG_FILE)
+        if not (path / VOCAB_FILE).is_file():
+            raise ArtifactError(
+                f"{path / VOCAB_FILE}: file missing. It pins the tokenizer's ID tokens to the codebook the model was "
+                "trained with; without it a different codebook would load silently. Restore it from the saved "
+                "folder or its Hub repository")
+        codebook = SemanticIdCodebook.from_pretrained(path / "codebook")
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        vocab = IdVocabulary.from_tokenizer(tokenizer, codebook)
+        vocab.check_matches(path)
+        if config.get("peft", False):
+            from peft import PeftModel
+
+            base = load_causal_lm(config["base_model"], dtype=dtype, num_layers=pretrained_layers(config))  # as trained
+            base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
+            model = PeftModel.from_pretrained(base, path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        model.eval()
+        if device is not None:
+            model.to(device)
+        try:
+            generation_config = GenerationConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"{path / 'generation_config.json'}: cannot be loaded ({str(err).splitlines()[0]})") from None
+        return cls(model, vocab, generation_config, config)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    model_card: str | None = None, commit_message: str = "Upload sid4llm recommender") -> str:
+        """Save everything to a temporary folder and upload it as a single commit."""
+        from ..hub import push_folder
+
+        return push_folder(lambda folder: self.save_pretrained(folder, model_card=model_card), repo_id, private,
+                           token, commit_message)

@@ -1,0 +1,209 @@
+"""Fine-tuning (sid4llm.lm.finetuning) with tiny models: the loss, the saved recommender, resuming, layer cuts,
+from-scratch models, the shipped configs and the recipe under accelerate launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainingArguments
+
+from sid4llm import RecommendationPipeline
+from sid4llm.data import PreparedData
+from sid4llm.lm.finetuning import (
+    ModelArguments,
+    SidDataArguments,
+    build_model_and_vocab,
+    load_codebook,
+    run_finetune,
+)
+from sid4llm.lm.recommender import SidRecommender
+from sid4llm.lm.tasks import (
+    IGNORE_INDEX,
+    PackedCollator,
+    TaskArguments,
+    build_segments,
+    pack_segments,
+)
+from sid4llm.lm.tokenization import init_id_embeddings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(tmp_path, tiny_lm_dir, tiny_prepared, **training):
+    model_args = ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8)
+    data_args = SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=8)
+    task_args = TaskArguments(tasks="sequential,natural_language,alignment", history_token_budget=40, max_seq_length=128)
+    values = {"output_dir": str(tmp_path / "out"), "max_steps": 30, "per_device_train_batch_size": 8,
+              "learning_rate": 5e-3, "logging_steps": 10, "save_steps": 1000, "report_to": "none",
+              "use_cpu": True, "seed": 0, "disable_tqdm": True, **training}
+    return model_args, data_args, task_args, TrainingArguments(**values)
+
+
+def test_finetune_lowers_the_loss_trains_new_rows_only_and_reloads_identically(tmp_path, tiny_lm_dir, tiny_prepared):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared)
+    base, vocab = build_model_and_vocab(model_args, load_codebook(tiny_prepared["codebook_dir"]))
+    before = base.get_input_embeddings().weight.detach().clone()
+
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    log = [h["loss"] for h in _trainer_log(training_args.output_dir)]
+    assert log[-1] < log[0], log
+
+    merged = rec.model.merge_and_unload() if hasattr(rec.model, "merge_and_unload") else rec.model
+    after = merged.get_input_embeddings().weight.detach()
+    n_old = min(vocab.new_token_ids)
+    torch.testing.assert_close(after[:n_old], before[:n_old])  # pretrained rows untouched
+    assert not torch.allclose(after[vocab.code_token_ids], before[vocab.code_token_ids])  # ID rows learned
+
+
+def _trainer_log(output_dir):
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
+    return [h for h in state["log_history"] if "loss" in h]
+
+
+def test_saved_recommender_reloads_onto_a_fresh_base_with_identical_logits(tmp_path, tiny_lm_dir, tiny_prepared):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=5)
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    out = Path(training_args.output_dir)
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "sid_vocabulary.json",
+                 "generation_config.json", "sid4llm_config.json", "README.md", "codebook/codes.safetensors"):
+        assert (out / name).exists(), name
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["do_sample"] is False and gen["num_beams"] > 1
+    loaded = SidRecommender.from_pretrained(out)
+    ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
+    rec.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, rec.model(ids).logits)
+    assert loaded.codebook.sequences == rec.codebook.sequences
+
+
+def test_resume_continues_the_step_count(tmp_path, tiny_lm_dir, tiny_prepared):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=4,
+                                                            save_steps=2, logging_steps=1)
+    run_finetune(model_args, data_args, task_args, training_args)
+    out = Path(training_args.output_dir)
+    checkpoint_state = out / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(checkpoint_state.read_text())
+    state["log_history"].append({"marker": "written before the kill"})
+    checkpoint_state.write_text(json.dumps(state))
+    training_args.max_steps = 6  # the run was "killed" at step 4: the same command with more steps resumes
+    run_finetune(model_args, data_args, task_args, training_args)
+    resumed = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert resumed["global_step"] == 6
+    assert {"marker": "written before the kill"} in resumed["log_history"]  # state came from checkpoint-4
+    assert [h["step"] for h in resumed["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("use_peft", [True, False])
+def test_a_pretrained_lm_cut_to_its_first_layers_trains_saves_and_reloads(tmp_path, tiny_lm_dir, tiny_prepared, use_peft):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
+    model_args.pretrained_layers, model_args.use_peft = 1, use_peft
+    full = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    loaded = SidRecommender.from_pretrained(training_args.output_dir)
+    cut = loaded.model.merge_and_unload() if use_peft else loaded.model
+    assert cut.config.num_hidden_layers == 1 and len(cut.model.layers) == 1
+    if use_peft:  # the frozen first block is the pretrained one; the second is gone
+        torch.testing.assert_close(cut.model.layers[0].mlp.down_proj.weight,
+                                   full.model.layers[0].mlp.down_proj.weight, atol=0.05, rtol=0)
+    ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
+    rec.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(SidRecommender.from_pretrained(training_args.output_dir).model(ids).logits,
+                                   rec.model(ids).logits)
+    with pytest.raises(ValueError, match="pretrained_layers must be in"):
+        model_args.pretrained_layers = 3
+        build_model_and_vocab(model_args, load_codebook(tiny_prepared["codebook_dir"]))
+
+
+def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepared):
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
+    model_args.from_scratch, model_args.scratch_hidden_size, model_args.scratch_layers = True, 32, 1
+    task_args.tasks = "sequential"
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    assert rec.config["peft"] is False
+    loaded = SidRecommender.from_pretrained(training_args.output_dir)
+    assert loaded.model.config.num_hidden_layers == 1
+    # ID streams only: the vocabulary is the ID tokens and four specials, not the text tokenizer's
+    assert len(loaded.tokenizer) == 4 + len(rec.vocab.new_token_ids)
+    assert loaded.model.get_input_embeddings().weight.shape[0] == len(loaded.tokenizer)
+    assert len(loaded.recommend([[0, 1, 2]], k=3)[0]) == 3
+    # Chat on a model of ID streams only: the list is recommend on the ID stream of the items named, no prose
+    pipe = RecommendationPipeline(loaded)
+    titles = [loaded.codebook.titles[i] for i in (0, 1)]
+    turn = pipe.chat([{"role": "user", "content": f'I liked "{titles[0]}" and "{titles[1]}"'}], k=3)
+    assert pipe.chat_style == "ids" and not pipe.writes_prose
+    assert [i["index"] for i in turn["items"]] == [r["index"] for r in loaded.recommend([[0, 1]], k=3)[0]]
+    assert turn["content"].split("\n")[1] == "Recommended for you:"
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "sid4llm" / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_finetune_config_parses(config, tmp_path):
+    from sid4llm.cli import parse_config_and_args
+
+    model_args, _, task_args, training_args = parse_config_and_args(
+        [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments],
+        ["--config", str(config), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"])
+    assert task_args.task_list() and training_args.learning_rate > 0
+    assert model_args.from_scratch or model_args.model_name_or_path == "default"
+
+
+@pytest.mark.slow  # a subprocess end to end
+def test_recipe_runs_under_accelerate_launch(tmp_path, tiny_lm_dir, tiny_prepared):
+    out = tmp_path / "rec"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "finetune.py"),
+           "--config", "finetune/smollm2_lora",
+           "--model_name_or_path", tiny_lm_dir, "--data_dir", tiny_prepared["data_dir"],
+           "--codebook", str(Path(tiny_prepared["codebook_dir"]).parent), "--output_dir", str(out),
+           "--max_steps", "3", "--save_steps", "3", "--eval_examples", "4", "--lora_r", "4", "--disable_tqdm", "true"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-3").is_dir()
+    assert SidRecommender.from_pretrained(out).config["metrics"]["train_loss"] > 0
+
+
+@pytest.mark.slow
+def test_a_few_lora_steps_on_the_real_smollm2(tmp_path, tiny_prepared):
+    model_args, data_args, task_args, training_args = _args(tmp_path, "default", tiny_prepared, max_steps=2,
+                                                            per_device_train_batch_size=2)
+    model_args.model_name_or_path = "default"
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    assert rec.config["metrics"]["train_loss"] > 0
+    assert rec.model.get_base_model().config.hidden_size == 576
+
+
+def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_vocabulary(tiny_lm_dir, vocab, tiny_prepared):
+    from transformers import AutoModelForCausalLM
+
+    from sid4llm.decoding.beam_search import IdDecoder
+    from sid4llm.lm.finetuning import IdLossTrainer
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    args = TaskArguments(tasks="sequential,alignment", max_examples_per_task=12)
+    packed = pack_segments(build_segments(data, vocab, args, "train"), max_seq_length=96)
+    batch = PackedCollator(vocab.tokenizer.pad_token_id)([packed[i] for i in range(min(4, len(packed)))])
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    init_id_embeddings(model, vocab, "random")
+    decoder = IdDecoder.build(vocab)
+    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
+                            id_decoder=decoder)
+    ours = trainer.compute_loss(model, dict(batch))
+    # Reference from the full logits: ID targets normalised over the ID columns, text targets over everything.
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    logits, targets = logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1)
+    keep = targets != IGNORE_INDEX
+    logits, targets = logits[keep], targets[keep]
+    columns = decoder.token_to_column(targets)
+    is_id = columns >= 0
+    assert is_id.any() and (~is_id).any()
+    total = torch.nn.functional.cross_entropy(logits[is_id][:, decoder.column_token_ids], columns[is_id], reduction="sum")
+    total += torch.nn.functional.cross_entropy(logits[~is_id], targets[~is_id], reduction="sum")
+    torch.testing.assert_close(ours.detach(), total / keep.sum())

@@ -1,0 +1,63 @@
+"""The paper-reproduction protocol end to end on the tiny dataset (the real run is documented in docs/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # a subprocess end to end
+def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_path, tiny_lm_dir, tiny_prepared):
+    out = tmp_path / "paper"
+    cmd = [sys.executable, str(REPO / "recipes" / "reproduce_paper.py"), "--data_dir", tiny_prepared["data_dir"],
+           "--output_dir", str(out), "--seeds", "0,1", "--length_costs", "3,6", "--main_length_cost", "6",
+           "--later_seed_methods", "varlen,fixed,rqkmeans,reinforce", "--rec_sets", "varlen,fixed,rqkmeans,reinforce", "--id_steps", "3", "--id_vocab_size", "4",
+           "--rec_steps", "2", "--budget", "20", "--budgets", "10,20", "--eval_users", "5", "--num_beams", "4",
+           "--llm_steps", "1", "--llm_eval_users", "3", "--model_name_or_path", tiny_lm_dir]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["ids"]) == sorted(f"{m}_s{s}" for m in ("varlen_c3", "varlen_c6", "fixed", "rqkmeans", "reinforce")
+                                            for s in (0, 1))
+    assert {(r["name"], r["seed"]) for r in results["recommenders"]} == {
+        (m, s) for m in ("varlen_c6", "varlen_c3", "fixed", "rqkmeans", "reinforce") for s in (0, 1)}
+    assert {(r["name"], r["budget"]) for r in results["budget_sweep"]} == {
+        (m, b) for m in ("varlen_c6", "fixed") for b in (10, 20)}
+    assert [r["name"] for r in results["llm"]] == ["varlen_c6", "fixed"]
+    for r in results["recommenders"] + results["llm"]:
+        assert r["invalid_rate_constrained"] == 0 and r["history_tokens_used"] <= r["budget"]
+    fixed = next(r for r in results["recommenders"] if r["name"] == "fixed")
+    assert fixed["mean_recommended_id_length@10"] >= 4  # fixed IDs: every code, plus a disambiguation token at times
+
+    report = (out / "results.md").read_text()
+    for heading in ("## Claim 1", "## Claim 2", "## Claim 3", "## Beyond the paper", "0.0466"):
+        assert heading in report, heading
+    for plot in ("recall_vs_budget.png", "training_curves.png", "length_vs_popularity.png"):
+        assert (out / plot).stat().st_size > 1000, plot
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0 and json.loads((out / "results.json").read_text())["recommenders"] == results["recommenders"]
+
+
+def test_a_finished_reproduction_is_reused_only_under_the_same_protocol(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from sid4llm.commands.reproduce_paper import ReproduceArguments, same_protocol
+
+    monkeypatch.chdir(tmp_path)
+    saved = asdict(ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir="out", seeds="0",
+                                      rec_config="recipes/configs/finetune/from_scratch.yaml"))  # the old path
+    more_seeds = asdict(ReproduceArguments(data_dir="data", output_dir=str(tmp_path / "out"), seeds="0,1",
+                                           rec_seeds="0,1", rec_config="finetune/from_scratch"))
+    assert same_protocol(saved, more_seeds)  # seeds added, paths spelled differently: the runs are reused
+    assert not same_protocol(saved, {**more_seeds, "rec_steps": 401})
+    assert not same_protocol(saved, {**more_seeds, "rec_config": "finetune/quickstart"})
