@@ -24,7 +24,7 @@ from ..cli import as_flags, run_command
 from ..data import PrepareDataArguments, PreparedData
 from ..data.titles import normalize_title
 from ..evaluation import evaluate_recommender, format_table
-from ..lm.models import pretrained_layers
+from ..lm.models import layer_cut_phrase, pretrained_layers
 from ..lm.recommender import CONFIG_FILE
 from ..pipeline import RecommendationPipeline
 from ..reporting import machine_description, write_json
@@ -78,7 +78,7 @@ def model_label(recommender) -> str:
     cfg = recommender.config
     base = "SmolLM2-135M-Instruct" if cfg.get("base_model") == "default" else Path(str(cfg.get("base_model"))).name
     layers = pretrained_layers(cfg)
-    base += f" (first {layers} layers)" if layers and not cfg.get("from_scratch") else ""
+    base += f" ({layer_cut_phrase(layers)})" if layers and not cfg.get("from_scratch") else ""
     model = "Llama from scratch" if cfg.get("from_scratch") else base + (" + LoRA" if cfg.get("peft") else "")
     return f"{model}, {'variable' if recommender.codebook.config.variable_length else 'fixed'}-length IDs"
 

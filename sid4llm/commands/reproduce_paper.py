@@ -65,7 +65,7 @@ class ReproduceArguments:
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: str = field(default="varlen,fixed,rqkmeans", metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
-    llm_config: str = field(default="finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first 2 layers, fully fine-tuned)."})
+    llm_config: str = field(default="finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first layer, fully fine-tuned)."})
     llm_steps: int = field(default=0, metadata={"help": "Fine-tuning steps per ID set for the SmolLM2 comparison (0 = skip it, the default on 2 CPU cores)."})
     llm_eval_users: int = field(default=500, metadata={"help": "Test users for the SmolLM2 comparison."})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ..ids import SemanticIdCodebook
-from .models import pretrained_layers
+from .models import layer_cut_phrase, pretrained_layers
 
 
 def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
@@ -24,7 +24,7 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
         f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
     layers = pretrained_layers(cfg)
     if layers and not cfg.get("from_scratch"):
-        model += f", cut to its first {layers} decoder layers"
+        model += f", cut to its {layer_cut_phrase(layers).replace('layer', 'decoder layer')}"
     lines += ["---", "", "# sid4llm recommender", "",
               f"A causal LM ({model}) that recommends items by writing their variable-length semantic IDs "
               "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "

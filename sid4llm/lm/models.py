@@ -157,3 +157,8 @@ def scratch_model(vocab_size: int, hidden_size: int = 256, num_layers: int = 4, 
 def pretrained_layers(config: dict) -> int | None:
     """How many of the base LM's decoder layers a saved recommender kept (``--pretrained_layers``; None: all)."""
     return (config.get("model_args") or {}).get("pretrained_layers")
+
+
+def layer_cut_phrase(layers: int) -> str:
+    """How a layer cut reads in a label: "first layer", "first 2 layers"."""
+    return "first layer" if layers == 1 else f"first {layers} layers"
