@@ -308,6 +308,16 @@ def test_saved_task_arguments_must_match_this_version(saved_copy, tmp_path):
     record("saved `task_args` with a renamed field", err.value, tmp_path)
 
 
+def test_saved_model_arguments_must_match_this_version(saved_copy, tmp_path):
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    dropped = dict(config, model_args={k: v for k, v in config["model_args"].items() if k != "pretrained_layers"})
+    config_file.write_text(json.dumps(dropped))
+    with pytest.raises(ArtifactError, match=r"model_args has missing key\(s\) \['pretrained_layers'\]") as err:
+        SidRecommender.from_pretrained(saved_copy)
+    record("saved `model_args` without a field", err.value, tmp_path)
+
+
 def test_a_pin_that_disagrees_with_the_tokenizer_is_refused(saved_copy):
     record_file = saved_copy / "sid_vocabulary.json"
     pin = json.loads(record_file.read_text())

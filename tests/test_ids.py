@@ -302,3 +302,23 @@ def test_shipped_varlen_config_is_healthy_on_movielens_100k(tmp_path, isolated_c
     head, tail = lengths[order[: len(pop) // 10]].mean(), lengths[order[len(pop) // 2:]].mean()
     assert head + 0.3 < tail, (head, tail)
     assert m["spearman_length_popularity"] < -0.2
+
+
+def test_a_finished_id_run_is_reused_only_with_the_same_settings(tmp_path, tiny_prepared, monkeypatch):
+    """What the quickstart and the reproduction rely on to resume: the same flags load the saved codebook;
+    another method setting or step count trains again instead of reusing stale IDs."""
+    from sid4llm.cli import as_flags
+    from sid4llm.commands import train_ids
+
+    def flags(**changes):
+        return as_flags(**{"method": "rqkmeans", "data_dir": tiny_prepared["data_dir"], "output_dir": tmp_path / "ids",
+                           "vocab_size": 4, "max_length": 2, "allow_collapse": True, "plot": False, **changes})
+
+    first = train_ids.trained_or_train(flags())
+    trained = []
+    real_main = train_ids.main
+    monkeypatch.setattr(train_ids, "main", lambda *a, **k: trained.append(a) or real_main(*a, **k))
+    again = train_ids.trained_or_train(flags())
+    assert trained == [] and again.sequences == first.sequences  # loaded, not retrained
+    train_ids.trained_or_train(flags(max_length=3))
+    assert len(trained) == 1  # another setting: trained again

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +32,33 @@ BUNDLED_LM = {
     "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "name": "SmolLM2-135M-Instruct",
 }
+
+
+@dataclass
+class ModelArguments:
+    """Which causal LM is trained, and how (from scratch, a layer cut, LoRA or full fine-tuning)."""
+
+    model_name_or_path: str = field(
+        default="default", metadata={"help": "Causal LM folder or Hub id; 'default' = bundled SmolLM2-135M-Instruct."})
+    from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting)."})
+    scratch_tokenizer: str = field(
+        default="auto", metadata={"help": "From scratch: ids (ID tokens and four specials only), text (model_name_or_path's "
+                                          "tokenizer, needed for text tasks) or auto (ids unless a text task is trained)."})
+    scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
+    scratch_layers: int = field(default=4, metadata={"help": "From scratch: layers."})
+    scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
+    pretrained_layers: int | None = field(
+        default=None, metadata={"help": "Keep only the first N decoder layers of the pretrained LM (about N/L of the "
+                                        "compute per token; SmolLM2 has 30); None: all of them."})
+    use_peft: bool = field(default=True, metadata={"help": "LoRA (pretrained models only); False = full fine-tuning."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt ('all-linear' or comma-separated names)."})
+    id_softmax: bool = field(default=True, metadata={"help": "Score ID targets over the ID tokens only (the softmax "
+                                                             "decoding uses); False: over the whole vocabulary."})
+    embedding_init: str = field(default="titles", metadata={"help": "New ID-token rows: titles, mean or random."})
+    reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
 
 
 class ModelLoadError(RuntimeError):

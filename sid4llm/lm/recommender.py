@@ -47,23 +47,27 @@ def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAU
     )
 
 
-def check_saved_task_args(config: dict, where: Path) -> None:
-    """The saved task arguments decide every prompt the model reads, so they must match this version's
-    ``TaskArguments`` exactly: a renamed or dropped field would otherwise change the prompts silently."""
+def check_saved_args(config: dict, where: Path) -> None:
+    """The saved task and model arguments decide every prompt the model reads and how its base is rebuilt, so
+    they must match this version's ``TaskArguments`` and ``ModelArguments`` exactly: a renamed or dropped
+    field would otherwise change the prompts or the model silently."""
     from dataclasses import fields
 
+    from .models import ModelArguments
     from .tasks import TaskArguments
 
-    saved = config.get("task_args")
-    if not isinstance(saved, dict):
-        raise ArtifactError(f"{where}: no 'task_args' (how the model's prompts are written); re-save the model "
-                            "with sid4llm finetune")
-    known = {f.name for f in fields(TaskArguments)}
-    unknown, missing = sorted(set(saved) - known), sorted(known - set(saved))
-    if unknown or missing:
-        parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
-        raise ArtifactError(f"{where}: task_args has {' and '.join(parts)}; it was saved by another sid4llm version, "
-                            "whose prompts this one would not write the same way. Use that version, or retrain")
+    for key, cls, what in (("task_args", TaskArguments, "prompts"), ("model_args", ModelArguments, "model")):
+        saved = config.get(key)
+        if not isinstance(saved, dict):
+            raise ArtifactError(f"{where}: no '{key}' (how the model's {what} are built); re-save the model "
+                                "with sid4llm finetune")
+        known = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(saved) - known), sorted(known - set(saved))
+        if unknown or missing:
+            parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
+            raise ArtifactError(f"{where}: {key} has {' and '.join(parts)}; it was saved by another sid4llm "
+                                f"version, whose {what} this one would not build the same way. Use that version, "
+                                "or retrain")
 
 
 class SidRecommender:
@@ -279,7 +283,7 @@ class SidRecommender:
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
         config = read_json(path / CONFIG_FILE)
-        check_saved_task_args(config, path / CONFIG_FILE)
+        check_saved_args(config, path / CONFIG_FILE)
         if not (path / VOCAB_FILE).is_file():
             raise ArtifactError(
                 f"{path / VOCAB_FILE}: file missing. It pins the tokenizer's ID tokens to the codebook the model was "
