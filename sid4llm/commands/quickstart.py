@@ -137,8 +137,8 @@ def main(args: QuickstartArguments) -> None:
     data_dir, ids_dir, model_dir = out / "data", out / "ids", out / "model"
     timings: dict[str, float] = {}
     outputs = {"prepare + embed": data_dir / "stats.json", "semantic IDs": ids_dir / "metrics.json",
-               "fine-tuning": model_dir / CONFIG_FILE}  # a step whose output exists is skipped
-    reused = [step for step, path in outputs.items() if path.exists()]
+               "fine-tuning": model_dir / CONFIG_FILE}
+    existed = {step for step, path in outputs.items() if path.exists()}  # data and model: reused when they exist
     start = time.time()
 
     def say(message: str) -> None:
@@ -147,7 +147,7 @@ def main(args: QuickstartArguments) -> None:
 
     with state.main_process_first():  # data and IDs: the main process builds, the others then load
         t = time.time()
-        if "prepare + embed" not in reused:
+        if "prepare + embed" not in existed:
             say(f"[1/5] preparing {args.dataset} and embedding its items → {data_dir}")
             prepare_data.main(PrepareDataArguments(output_dir=str(data_dir), dataset=args.dataset,
                                                    item_file=args.item_file, encoder=args.encoder, max_users=args.max_users))
@@ -163,16 +163,22 @@ def main(args: QuickstartArguments) -> None:
             config=args.ids_config, data_dir=data_dir, output_dir=ids_dir, epochs=args.id_epochs,
             max_steps=args.id_steps, allow_collapse=args.allow_collapse or None))
         timings["semantic IDs"] = time.time() - t
+    # The ID step reuses its output only under the same settings; a model fine-tuned on other IDs must not be.
+    ids_rewritten = outputs["semantic IDs"].stat().st_mtime >= start
+    if "fine-tuning" in existed and ids_rewritten:
+        raise SystemExit(f"error: the IDs in {ids_dir} were trained again (other settings than the earlier run), but "
+                         f"{model_dir} holds a model fine-tuned on the earlier IDs; delete {model_dir} to retrain it")
 
     t = time.time()
     say(f"[3/5] extending the tokenizer and fine-tuning ({args.finetune_config}) → {model_dir}")
-    if "fine-tuning" in reused:
+    if "fine-tuning" in existed:
         say("      trained model found (delete it to retrain)")
     recommender = finetune.trained_or_train(as_flags(
         config=args.finetune_config, data_dir=data_dir, codebook=ids_dir / "codebook", output_dir=model_dir,
         model_name_or_path=args.model_name_or_path, max_steps=args.max_steps,
         per_device_train_batch_size=args.per_device_train_batch_size))
     timings["fine-tuning"] = time.time() - t
+    reused = [step for step, path in outputs.items() if step in existed and path.stat().st_mtime < start]
 
     t = time.time()
     ks = [int(k) for k in args.eval_k.split(",")]
