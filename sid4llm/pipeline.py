@@ -3,7 +3,7 @@
     from sid4llm import RecommendationPipeline
     pipe = RecommendationPipeline.from_pretrained("outputs/quickstart/model")    # or a Hub id
     pipe.recommend(["Toy Story", "Aladdin"], k=5)          # titles, item ids or codebook indices
-    pipe.chat([{"role": "user", "content": "I loved Toy Story and Heat. Something darker?"}])
+    pipe.chat([{"role": "user", "content": "A funny animated movie for my kids"}])
 
 Every recommended item comes out of trie-constrained decoding, so it always exists in the catalogue.
 """
@@ -11,18 +11,38 @@ Every recommended item comes out of trie-constrained decoding, so it always exis
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data.titles import TitleIndex
-from .lm.models import pretrained_layers
+from .data.titles import TitleIndex, spoken_title
+from .lm.narration import Narrator
 from .lm.recommender import SidRecommender
 
-CHAT_SYSTEM_PROMPT = ("You are a friendly recommender. In one or two sentences, suggest what to watch next, "
-                      "naming items by their IDs.")
+MAX_MESSAGE_CHARS = 2000  # a longer message is read from its end (the request is usually last)
+_SMALL_TALK = frozenset("hi hello hey hiya howdy yo sup hallo thanks thank you thx cheers bye goodbye good morning "
+                        "afternoon evening night how are doing what's up there ok okay cool great nice".split())
+
+
+def _clip(text: str) -> tuple[str, str]:
+    """The message as the model reads it, and a note when it had to be cut."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text, ""
+    return text[-MAX_MESSAGE_CHARS:], f"(Your message was long: I read its last {MAX_MESSAGE_CHARS:,} characters.)"
+
+
+def _quoted(text: str) -> list[str]:
+    return [next(g for g in m.groups() if g) for m in re.finditer(r"\"([^\"]+)\"|“([^”]+)”", text)]
+
+
+def _is_small_talk(text: str) -> bool:
+    """A greeting or thanks that asks for nothing ("hi", "thanks!")."""
+    words = re.findall(r"[\w']+", text.lower())
+    return bool(words) and len(words) <= 6 and all(w in _SMALL_TALK for w in words)
 
 
 class RecommendationPipeline:
@@ -91,74 +111,106 @@ class RecommendationPipeline:
     # ------------------------------------------------------------------ chatting
     @property
     def chat_style(self) -> str:
-        """The prompt a chat turn's list comes from: the natural-language one when the model was trained on it,
-        else the ID stream of the items named (what a model trained on ID streams only reads best)."""
-        return "titles" if "natural_language" in self.recommender.prompt_builder.args.task_list() else "ids"
+        """The prompt a chat turn's list comes from: the request (the message's words + the items it names, as an
+        ID stream) when the model learned the ``requests`` task, else the natural-language prompt when it learned
+        that, else the ID stream of the items named."""
+        tasks = self.recommender.prompt_builder.args.task_list()
+        return "request" if "requests" in tasks else "titles" if "natural_language" in tasks else "ids"
 
     @property
     def writes_prose(self) -> bool:
-        """Whether the model can add words of its own to a chat answer: a whole pretrained LM trained on a text
-        task. A model from scratch or cut to its first layers would write noise, so its answers are the list."""
-        cfg = self.recommender.config
-        return not cfg.get("from_scratch") and not pretrained_layers(cfg) and self.recommender.prompt_builder.args.text_tasks
+        """Whether chat answers carry words from a whole pretrained instruct LM (see
+        :attr:`SidRecommender.has_words_path`); a model from scratch answers with the list only."""
+        return self.recommender.has_words_path
 
-    def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (),
-             max_new_tokens: int = 48, prose: bool | None = None) -> dict:
+    @cached_property
+    def narrator(self) -> Narrator:
+        rec = self.recommender
+        return Narrator(rec.words_model, rec.tokenizer, rec.vocab.new_token_ids, mentions=self.titles.find_mentions)
+
+    def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (), exclude: Sequence[str | int] = (),
+             max_new_tokens: int = 40, prose: bool | None = None) -> dict:
         """One assistant turn for a conversation (``[{"role", "content"}, ...]``, the last one the user's).
 
-        Items the user names anywhere in the conversation (by title, fuzzily) form the history; items the
-        assistant already recommended (the ``items`` of earlier assistant turns) are not repeated. The list is
-        exactly :meth:`recommend` for that history with the prompt of :attr:`chat_style` (the natural-language
-        one when the model learned it), so chat and recommend never disagree. With ``prose`` (default:
-        :attr:`writes_prose`) the model also writes a short answer, in which every ID it opens is forced to be a
-        real item and is shown by its title. Returns ``{"role": "assistant", "content", "items",
-        "history"}`` — append it to ``messages`` to continue the conversation."""
-        if not messages or messages[-1].get("role") != "user":
-            raise ValueError("messages must end with a user turn")
-        named = list(self.resolve(list(history)))
+        Items the user names anywhere in the conversation (by title, fuzzily; ``history`` adds more) are read as an
+        ID stream after the words of the last message, and the list is the model's trie-constrained decoding of
+        that request (:attr:`chat_style`); items recommended in earlier assistant turns (their ``items``), named
+        items and ``exclude`` are left out. With ``prose`` (default: :attr:`writes_prose`) the whole instruct LM
+        writes one or two sentences naming the recommended items. A greeting gets words only; an empty message,
+        one without words, or names the catalogue lacks get an answer that says so, never an exception.
+        Returns ``{"role": "assistant", "content", "items", "history", "unknown"}`` — append it to ``messages`` to
+        continue the conversation."""
+        if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+            raise ValueError("messages must end with a user turn ({'role': 'user', 'content': ...})")
+        text = messages[-1].get("content")
+        if not isinstance(text, str):
+            raise ValueError(f"the last user turn's content must be a string, got {type(text).__name__}")
+        speak = self.writes_prose if prose is None else prose
+        self.narrator.max_new_tokens = max_new_tokens
+        text, note = _clip(text)
+        named, unknown = self.titles.resolve(list(history))
         shown: list[int] = []
         for message in messages:
-            if message.get("role") == "user":
-                named += [i for i in self.titles.find_mentions(message.get("content", "")) if i not in named]
+            if not isinstance(message, dict):
+                continue
+            if message.get("role") == "user" and isinstance(message.get("content"), str):
+                named += [i for i in self.titles.find_mentions(_clip(message["content"])[0]) if i not in named]
             elif message.get("role") == "assistant":
-                shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict)]
-        recommended = self.recommend(named, k=k, exclude=shown, style=self.chat_style, by_index=True)
-        text = ""
-        if self.writes_prose if prose is None else prose:
-            text, from_text = self._answer(messages, named, max_new_tokens)
-            words = text
-            for i in from_text:
-                words = words.replace(self._item(i)["title"], "")
-            if not words.strip(" \n.,;:!-"):
-                text = ""  # the model only named items: the list says it better
-        understood = [self._item(i) for i in named]
-        listing = "\n".join(f"{n}. {item['title']}" for n, item in enumerate(recommended, 1))
-        heard = ("You mentioned: " + "; ".join(item["title"] for item in understood) + ".\n") if understood else ""
-        said = f"{text}\n\n" if text else ""
-        content = f"{heard}{said}Recommended for you:\n{listing}"
-        return {"role": "assistant", "content": content, "items": recommended, "history": understood}
+                shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict) and "index" in item]
+        unknown += [name for name in _quoted(text) if self.titles.lookup(name) is None]
+        if not text.strip() or not re.search(r"\w", text):
+            return self._reply("Tell me what you'd like to watch: a kind of movie (\"a funny animated movie for my "
+                               "kids\"), or titles you liked.", [], named, unknown, note)
+        if not named and _is_small_talk(text):
+            words = self.narrator.greet(text) if speak else ""
+            return self._reply(words or "Hello! Tell me what you'd like to watch.", [], named, unknown, note)
+        banned = set(shown) | set(self.resolve(list(exclude)) if exclude else ())
+        recommended = self.recommend_request(text, named, k=k, exclude=banned)
+        words = ""
+        if speak:
+            cats = self.recommender.item_categories
+            words = self.narrator.introduce(text, [dict(item, title=spoken_title(item["title"], with_year=True))
+                                                   for item in recommended],
+                                            [cats[item["index"]] for item in recommended] if cats else None)
+        return self._reply(words, recommended, named, unknown, note)
 
-    def _answer(self, messages: list[dict], named: list[int], max_new_tokens: int) -> tuple[str, list[int]]:
-        """The model's own words for this turn, with the history restated as the trained prompt does."""
-        builder = self.recommender.prompt_builder
-        context = builder.natural_language_prompt(named) if named else "What should I watch? Answer with an item ID."
-        turns = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}]
-        turns += [{"role": m["role"], "content": m["content"]} for m in messages[:-1] if m.get("role") in ("user", "assistant")]
-        turns.append({"role": "user", "content": f"{messages[-1]['content']}\n{context}"})
-        out = self.recommender.generate_text(turns, max_new_tokens=max_new_tokens)
-        return out["text"], [i for i in out["items"] if i is not None]
+    def recommend_request(self, text: str, named: Sequence[int] = (), k: int = 10, exclude: Sequence[int] = (),
+                          num_beams: int | None = None) -> list[dict]:
+        """The top-``k`` items for a request in words that names ``named`` (codebook indices), with the prompt
+        of :attr:`chat_style`; named and ``exclude``d items are left out."""
+        style = self.chat_style
+        results = self.recommender.recommend([list(named)], k=min(k, len(self.codebook)), num_beams=num_beams,
+                                             style=style, exclude=[set(exclude)],
+                                             texts=[text] if style == "request" else None)
+        return [self._item(r["index"], r["score"]) for r in results[0]]
+
+    def _reply(self, words: str, items: list[dict], named: list[int], unknown: list[str], note: str) -> dict:
+        understood = [self._item(i) for i in named]
+        parts = [note] if note else []
+        if unknown:
+            parts.append("I couldn't find " + ", ".join(f"\"{u}\"" for u in unknown) + " in the catalogue.")
+        if understood and items:
+            parts.append("You mentioned: " + "; ".join(item["title"] for item in understood) + ".")
+        if words:
+            parts.append(words)
+        if items:
+            parts.append("Recommended for you:\n" + "\n".join(f"{n}. {item['title']}" for n, item in enumerate(items, 1)))
+        return {"role": "assistant", "content": "\n\n".join(parts), "items": items, "history": understood,
+                "unknown": unknown}
 
     # ------------------------------------------------------------------ cold start
     def add_items(self, item_ids: Sequence[str], titles: Sequence[str], embeddings: np.ndarray | None = None,
-                  encoder: str = "default", texts: Sequence[str] | None = None) -> list[dict]:
+                  encoder: str = "default", texts: Sequence[str] | None = None,
+                  categories: Sequence[Sequence[str]] | None = None) -> list[dict]:
         """Add new (cold-start) items: embed ``texts`` (default: the titles) with ``encoder`` — the one the
         catalogue was embedded with — or take ``embeddings``; give them IDs with the saved ID encoder, leaving
-        every existing ID unchanged. They can be recommended at once."""
+        every existing ID unchanged. They can be recommended at once; ``categories`` (one list per item) are what
+        the chat's words say about them."""
         if embeddings is None:
             from .data.item_embeddings import encode_texts
 
             embeddings = encode_texts(list(texts if texts is not None else titles), encoder, show_progress=False)
-        self.recommender.add_items(item_ids, embeddings, titles)
+        self.recommender.add_items(item_ids, embeddings, titles, categories)
         return [self._item(self.codebook.index_of(str(i))) for i in item_ids]
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> Path:

@@ -196,3 +196,56 @@ def vocab(tiny_lm_dir, tiny_prepared):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     return IdVocabulary.extend(tokenizer, SemanticIdCodebook.from_pretrained(tiny_prepared["codebook_dir"]))
+
+
+CHAT_CATALOGUE = [  # (item id, title, genres): names and words the chat tests ask about
+    ("m1", "Matrix, The (1999)", "Action|Sci-Fi|Thriller"), ("m2", "Alien (1979)", "Action|Horror|Sci-Fi"),
+    ("m3", "Funny Farm (1988)", "Comedy"), ("m4", "Toy Story (1995)", "Animation|Children's|Comedy"),
+    ("m5", "Aladdin (1992)", "Animation|Children's|Comedy|Musical"), ("m6", "Heat (1995)", "Action|Crime|Thriller"),
+    ("m7", "Good Will Hunting (1997)", "Drama"), ("m8", "Scary Movie (2000)", "Comedy|Horror"),
+    ("m9", "Unforgiven (1992)", "Western"), ("m10", "Terminator 2: Judgment Day (1991)", "Action|Sci-Fi|Thriller"),
+    ("m11", "Terminator, The (1984)", "Action|Sci-Fi|Thriller"), ("m12", "Halloween (1978)", "Horror"),
+]
+
+
+@pytest.fixture(scope="session")
+def chat_prepared(tmp_path_factory, tiny_encoder_dir):
+    """A prepared dataset of 40 users over :data:`CHAT_CATALOGUE` (titles and genres) and a codebook for it."""
+    import pandas as pd
+
+    from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
+    from sid4llm.ids import DVAEConfig, IdTrainingArguments, save_training_outputs, train_semantic_ids
+
+    root = tmp_path_factory.mktemp("chat_prepared")
+    events = [(u, f"m{int(i[1:]) + 1}", t) for u, i, t in make_events(n_users=40, n_items=12, per_user=8, seed=1)]
+    pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]).to_csv(root / "events.csv", index=False)
+    pd.DataFrame(CHAT_CATALOGUE, columns=["item_id", "title", "genres"]).to_csv(root / "items.csv", index=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SID4LLM_CACHE", str(root / "cache"))
+        data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(root / "data"), dataset=str(root / "events.csv"),
+                                                        item_file=str(root / "items.csv"), encoder=tiny_encoder_dir))
+    data = PreparedData.load(data_dir)
+    codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity,
+                                  DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
+                                  IdTrainingArguments(max_steps=20, batch_size=32), list(data.items["item_id"]),
+                                  list(data.items["title"]))
+    save_training_outputs(codebook, root / "ids", plot=False, allow_collapse=True)  # plumbing, not quality
+    return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}
+
+
+@pytest.fixture(scope="session")
+def chat_dir(tmp_path_factory, tiny_lm_dir, chat_prepared) -> str:
+    """The quickstart's kind of artefact, tiny: an adapter trained fully on the first layer of a 2-layer base, on ID
+    streams and requests; the whole base writes the words."""
+    from transformers import TrainingArguments
+
+    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.tasks import TaskArguments
+
+    out = tmp_path_factory.mktemp("chat") / "model"
+    run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, pretrained_layers=1, peft_layers="full"),
+                 SidDataArguments(data_dir=chat_prepared["data_dir"], codebook=chat_prepared["codebook_dir"], eval_examples=0),
+                 TaskArguments(tasks="sequential,requests", request_examples=200, history_token_budget=40, max_seq_length=128),
+                 TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
+                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
+    return str(out)

@@ -83,43 +83,100 @@ def test_saved_recommender_reloads_onto_a_fresh_base_with_identical_logits(tmp_p
     assert loaded.codebook.sequences == rec.codebook.sequences
 
 
+class _Killed(RuntimeError):
+    pass
+
+
 def test_resume_continues_the_step_count(tmp_path, tiny_lm_dir, tiny_prepared):
-    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=4,
-                                                            save_steps=2, logging_steps=1)
-    run_finetune(model_args, data_args, task_args, training_args)
+    from transformers import TrainerCallback
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise _Killed(f"killed after saving step {state.global_step}")
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=6,
+                                                            save_steps=4, logging_steps=1)
+    with pytest.raises(_Killed):
+        run_finetune(model_args, data_args, task_args, training_args, callbacks=[KillAfterSave()])
     out = Path(training_args.output_dir)
     checkpoint_state = out / "checkpoint-4" / "trainer_state.json"
     state = json.loads(checkpoint_state.read_text())
     state["log_history"].append({"marker": "written before the kill"})
     checkpoint_state.write_text(json.dumps(state))
-    training_args.max_steps = 6  # the run was "killed" at step 4: the same command with more steps resumes
-    run_finetune(model_args, data_args, task_args, training_args)
-    resumed = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    run_finetune(model_args, data_args, task_args, training_args)  # the same command resumes
+    resumed = json.loads((out / "trainer_state.json").read_text())
     assert resumed["global_step"] == 6
     assert {"marker": "written before the kill"} in resumed["log_history"]  # state came from checkpoint-4
     assert [h["step"] for h in resumed["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
+    assert not list(out.glob("checkpoint-*"))  # finished: only the artefact is left
 
 
-@pytest.mark.parametrize("use_peft", [True, False])
-def test_a_pretrained_lm_cut_to_its_first_layers_trains_saves_and_reloads(tmp_path, tiny_lm_dir, tiny_prepared, use_peft):
+def test_a_pretrained_lm_cut_to_its_first_layers_trains_saves_and_reloads(tmp_path, tiny_lm_dir, tiny_prepared):
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
-    model_args.pretrained_layers, model_args.use_peft = 1, use_peft
-    full = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    model_args.pretrained_layers, model_args.use_peft = 1, False
     rec = run_finetune(model_args, data_args, task_args, training_args)
     loaded = SidRecommender.from_pretrained(training_args.output_dir)
-    cut = loaded.model.merge_and_unload() if use_peft else loaded.model
-    assert cut.config.num_hidden_layers == 1 and len(cut.model.layers) == 1
-    if use_peft:  # the frozen first block is the pretrained one; the second is gone
-        torch.testing.assert_close(cut.model.layers[0].mlp.down_proj.weight,
-                                   full.model.layers[0].mlp.down_proj.weight, atol=0.05, rtol=0)
+    assert loaded.model.config.num_hidden_layers == 1 and len(loaded.model.model.layers) == 1
+    assert loaded.id_model is loaded.model and not loaded.has_words_path  # a cut model alone cannot talk
     ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
     rec.model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(SidRecommender.from_pretrained(training_args.output_dir).model(ids).logits,
-                                   rec.model(ids).logits)
+        torch.testing.assert_close(loaded.model(ids).logits, rec.model(ids).logits)
     with pytest.raises(ValueError, match="pretrained_layers must be in"):
         model_args.pretrained_layers = 3
         build_model_and_vocab(model_args, load_codebook(tiny_prepared["codebook_dir"]))
+
+
+@pytest.mark.parametrize("peft_layers", ["full", "lora"])
+def test_a_layer_cut_adapter_has_an_id_path_and_a_words_path_over_one_base(tmp_path, tiny_lm_dir, tiny_prepared, peft_layers):
+    """The CPU recipe's artefact: an adapter trained on the first layer of a base; loaded, it sits on the whole
+    base, the ID path reads the first layer with the adapter on, the words path the whole base with it off."""
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=4,
+                                                            save_steps=2)
+    model_args.pretrained_layers, model_args.peft_layers = 1, peft_layers
+    task_args.tasks = "sequential,requests"
+    task_args.request_examples = 40
+    trained = run_finetune(model_args, data_args, task_args, training_args)
+    out = Path(training_args.output_dir)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    assert not list(out.glob("checkpoint-*"))  # optimizer state was only for resuming
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    rec = SidRecommender.from_pretrained(out)
+    assert len(rec.model.get_base_model().model.layers) == 2  # the whole base, one copy of its weights
+    assert rec.id_model.config.num_hidden_layers == 1 and len(rec.id_model.model.layers) == 1
+    assert rec.has_words_path
+    ids = torch.tensor([rec.vocab.stream_token_ids([0, 3])])
+    words = torch.tensor([[5, 6, 7, 8]])  # ordinary text tokens
+    with torch.no_grad():
+        torch.testing.assert_close(rec.id_model(ids).logits, trained.id_model(ids).logits)
+        with rec.words_model() as lm:
+            torch.testing.assert_close(lm(words).logits[..., : base.config.vocab_size], base(words).logits)
+        if peft_layers == "full":  # the kept layer was trained as a whole
+            layer = rec.id_model.model.layers[0].mlp.down_proj
+            trained_weight = layer.modules_to_save["default"].weight
+            assert not torch.allclose(trained_weight, base.model.layers[0].mlp.down_proj.weight)
+
+
+def test_the_adapter_loads_with_peft_alone(tmp_path, tiny_lm_dir, tiny_prepared):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoTokenizer
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=2)
+    model_args.pretrained_layers, model_args.peft_layers = 1, "full"
+    run_finetune(model_args, data_args, task_args, training_args)
+    out = training_args.output_dir
+    model = AutoPeftModelForCausalLM.from_pretrained(out)  # resizes the base to the shipped tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    again = PeftModel.from_pretrained(base, out)
+    ids = torch.tensor([[1, 2, len(tokenizer) - 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, again(ids).logits)
+    with pytest.raises(ValueError, match="set --pretrained_layers"):
+        model_args.pretrained_layers = None
+        run_finetune(model_args, data_args, task_args, training_args)
 
 
 def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepared):
@@ -140,7 +197,8 @@ def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepar
     turn = pipe.chat([{"role": "user", "content": f'I liked "{titles[0]}" and "{titles[1]}"'}], k=3)
     assert pipe.chat_style == "ids" and not pipe.writes_prose
     assert [i["index"] for i in turn["items"]] == [r["index"] for r in loaded.recommend([[0, 1]], k=3)[0]]
-    assert turn["content"].split("\n")[1] == "Recommended for you:"
+    heard, listing = turn["content"].split("\n\n")  # no words of its own: what it understood, then the list
+    assert heard.startswith("You mentioned: ") and listing.startswith("Recommended for you:\n1. ")
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "sid4llm" / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.name)
@@ -165,7 +223,7 @@ def test_recipe_runs_under_accelerate_launch(tmp_path, tiny_lm_dir, tiny_prepare
            "--max_steps", "3", "--save_steps", "3", "--eval_examples", "4", "--lora_r", "4", "--disable_tqdm", "true"]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-3").is_dir()
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "checkpoint-3").exists()  # finished: deleted
     assert SidRecommender.from_pretrained(out).config["metrics"]["train_loss"] > 0
 
 

@@ -41,7 +41,8 @@ def test_quickstart_runs_every_step_under_accelerate_launch_and_writes_its_repor
     transcript = (out / "chat_transcript.md").read_text()
     titles = set(RecommendationPipeline.from_pretrained(out / "model").codebook.titles)
     recommended = [line.split(". ", 1)[1].strip() for line in transcript.splitlines() if line[:2] in ("1.", "2.")]
-    assert len(recommended) == 4 and set(recommended) <= titles  # two turns of two real items, by title
+    assert len(recommended) == 10 and set(recommended) <= titles  # five list turns of two real items, by title
+    assert "**user:** hi" in transcript and "<|sid" not in transcript  # a greeting, answered without a list
     assert "recall@10" in (out / "model" / "README.md").read_text()  # the card carries the test metrics
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)

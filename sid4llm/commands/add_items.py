@@ -65,7 +65,8 @@ def main(args: AddItemsArguments) -> None:
                 artefact, added = add_to_codebook(SemanticIdCodebook.from_pretrained(args.model), item_ids, titles,
                                                   texts, args)
             else:
-                added = artefact.add_items(item_ids, titles, encoder=args.encoder, texts=texts)
+                categories = frame["categories"].tolist() if "categories" in frame.columns else None
+                added = artefact.add_items(item_ids, titles, encoder=args.encoder, texts=texts, categories=categories)
     except (KeyError, ValueError) as err:
         raise SystemExit(f"error: {args.items}: {err}") from None
     artefact.save_pretrained(args.output_dir)

@@ -1,11 +1,12 @@
 """Talk to a trained recommender: name what you liked in plain words, get real catalogue items back.
 
     sid4llm chat --model outputs/quickstart/model                      # interactive
-    sid4llm chat --model outputs/quickstart/model --prompt "I loved Toy Story and Heat. Something darker?"
+    sid4llm chat --model outputs/quickstart/model --prompt "I want a funny animated movie for my kids"
     sid4llm chat --model me/my-recommender --history "Fargo; The Matrix"  # a Hub id works too
 
-Titles are matched exactly or fuzzily (quotes help for one-word titles); every recommended item comes out of
-trie-constrained decoding. In the REPL: /history shows what was understood, /reset starts over, /quit leaves.
+Ask in words ("a funny animated movie for my kids", "something like the matrix but scarier") or name titles
+(exactly or fuzzily; quotes help for one-word titles): the list is the model's trie-constrained decoding of the
+request, and the whole instruct LM writes the words around it. In the REPL: /history shows what was understood, /reset starts over, /quit leaves.
 """
 
 from __future__ import annotations
@@ -22,18 +23,14 @@ class ChatArguments:
     prompt: str | None = field(default=None, metadata={"help": "Answer this one message and exit."})
     history: str | None = field(default=None, metadata={"help": "Items you liked, separated by ';' (titles or ids)."})
     k: int = field(default=5, metadata={"help": "Items to recommend per turn."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Length of the model's own answer."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Most tokens of the words the instruct LM writes per answer."})
 
 
 def main(args: ChatArguments) -> None:
     if not args.model:
         raise SystemExit("error: --model is required")
     pipe = RecommendationPipeline.from_pretrained(args.model)
-    history = [h.strip() for h in (args.history or "").split(";") if h.strip()]
-    try:
-        pipe.resolve(history)
-    except KeyError as err:
-        raise SystemExit(f"error: --history: {err.args[0]}") from None
+    history = [h.strip() for h in (args.history or "").split(";") if h.strip()]  # unknown names: said in the reply
     messages: list[dict] = []
 
     def turn(text: str) -> None:

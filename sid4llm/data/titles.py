@@ -1,10 +1,15 @@
-"""Finding catalogue items from the words people use: "toy story", "Silence of the Lambs", "Toy Stroy".
+"""Finding catalogue items from the words people use: "toy story", "the matrix", "Toy Stroy", "Terminator 2".
 
-Users name items by title, not by ID, and rarely spell them as the catalogue does ("American President,
-The (1995)"). Titles are compared in a normal form (lower case, no year, no leading article, punctuation
-as spaces); a name resolves exactly when the normal forms agree, else fuzzily (``difflib`` ratio), else to
-the most popular title it begins ("Star Wars" → "Star Wars: Episode IV - A New Hope").
+Users name items by title, not by ID, and rarely spell them as the catalogue does ("Matrix, The (1999)").
+Titles are compared in a normal form (lower case, no year, no leading article, punctuation as spaces, roman
+numerals as digits); a name resolves exactly when the normal forms agree, else fuzzily (``difflib`` ratio), else
+to the most popular title it begins ("Star Wars" → "Star Wars: Episode IV - A New Hope").
 When several items share a normal form (remakes), the most popular one wins.
+
+In free text, ordinary words must never become titles: a run of words that only describes what is wanted
+("funny", "a good war movie", "crime", "mystery") is never a title unless quoted, and a one-word title counts
+only when written with a capital, quoted, or right after a cue such as "like" or "loved" ("something like
+alien").
 """
 
 from __future__ import annotations
@@ -15,11 +20,41 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
+from .intents import intent_words
+
 _YEAR = re.compile(r"\(\s*\d{4}\s*\)")
 _NON_WORD = re.compile(r"[^\w]+")
 _ARTICLES = ("the", "a", "an")
 _STOPWORDS = frozenset("the a an and or of in on to for with i me my you it is was this that like loved liked "
-                       "love watched something some what should next maybe more less movie film".split())
+                       "love watched something some what should next maybe more less movie film from about at by "
+                       "as so we us our your his her they them be are were have has had do does did can could would "
+                       "will up out if not no yes all what's i'm it's i've i'd".split())
+_ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
+# Words that precede a title a person names ("something like alien", "I loved heat").
+_CUES = frozenset("like loved liked likes love loves enjoyed enjoy enjoys watched seen saw than adore adored adores".split())
+# Words that describe what is wanted rather than name it: never a title on their own (unless quoted).
+_GENERIC = frozenset("good great best nice new old classic recent favourite favorite please want need recommend "
+                     "suggest watch tonight night movies films flick flicks one ones show me kids kid family "
+                     "fun something anything else similar but now then just only also really very much "
+                     "any some other another again last night yesterday today week weekend evening".split())
+
+
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+_TRAILING_ARTICLE = re.compile(r"^(.*), (The|A|An)( \(\d{4}\))?$")
+
+
+def item_year(title: str) -> int | None:
+    """The year a catalogue title ends with ("Toy Story (1995)" → 1995), or None."""
+    match = _TITLE_YEAR.search(title or "")
+    return int(match.group(1)) if match else None
+
+
+def spoken_title(title: str, with_year: bool = False) -> str:
+    """How a person types a catalogue title: "Matrix, The (1999)" → "The Matrix"."""
+    match = _TRAILING_ARTICLE.match(title)
+    if match:
+        title = f"{match.group(2)} {match.group(1)}{match.group(3) or ''}"
+    return title if with_year else _TITLE_YEAR.sub("", title).strip()
 
 
 def normalize_title(text: str) -> str:
@@ -30,7 +65,30 @@ def normalize_title(text: str) -> str:
         words = [words[-1], *words[:-1]]
     if len(words) > 1 and words[0] in _ARTICLES:
         words = words[1:]
-    return " ".join(words)
+    return " ".join(_ROMAN.get(w, w) for w in words)
+
+
+_ALIAS = re.compile(r"\(([^()]*[^\d\s()][^()]*)\)")
+
+
+def _aliases(title: str) -> list[str]:
+    """Other names a title carries: "Seven (Se7en) (1995)" is also "seven" and "se7en"."""
+    inner = [m.group(1) for m in _ALIAS.finditer(title)]
+    if not inner:
+        return []
+    forms = [normalize_title(_ALIAS.sub(" ", title)), *(normalize_title(i) for i in inner)]
+    return [f for f in forms if f]
+
+
+def article_form(text: str) -> str | None:
+    """The normal form with its leading article kept ("Matrix, The (1999)" → "the matrix"), or None when the
+    title has no article: a lowercase "the matrix" names the film, a lowercase "matrix" alone does not."""
+    words = _NON_WORD.sub(" ", _YEAR.sub(" ", text.lower())).split()
+    if len(words) > 1 and words[-1] in _ARTICLES:
+        words = [words[-1], *words[:-1]]
+    if len(words) > 1 and words[0] in _ARTICLES:
+        return " ".join(_ROMAN.get(w, w) for w in words)
+    return None
 
 
 class TitleIndex:
@@ -43,10 +101,18 @@ class TitleIndex:
         pop = list(popularity) if popularity is not None else [0] * len(self.titles)
         self._item_ids = {str(i): n for n, i in enumerate(item_ids or [])}
         self._by_form: dict[str, int] = {}
+        self._by_article_form: dict[str, int] = {}
         for index in sorted(range(len(self.titles)), key=lambda i: (-pop[i], i)):  # most popular first wins
             form = normalize_title(self.titles[index])
             if form:
                 self._by_form.setdefault(form, index)
+            full = article_form(self.titles[index])
+            if full:
+                self._by_article_form.setdefault(full, index)
+        for index in sorted(range(len(self.titles)), key=lambda i: (-pop[i], i)):  # aliases rank below real forms
+            for alias in _aliases(self.titles[index]):
+                self._by_form.setdefault(alias, index)
+        self._intent = intent_words(_GENERIC)
         self._by_word: dict[str, set[str]] = defaultdict(set)
         for form in self._by_form:
             for word in form.split():
@@ -85,28 +151,41 @@ class TitleIndex:
 
         Quoted names ("..." or '...') are looked up whole (fuzzy allowed). Elsewhere every run of words is
         compared with the catalogue: exact normal forms of any length; fuzzy matches and title beginnings
-        ("Star Wars") only for runs of two or more words (a single common word is too easily a title);
-        exact before fuzzy, longer before shorter, never overlapping.
+        ("Star Wars") only for runs of two or more content words; never a run that only describes what is
+        wanted ("funny", "good war"); a one-word title only when capitalised, after its article ("the
+        matrix") or after a cue word ("like alien"); exact before fuzzy, longer before shorter, never
+        overlapping.
         """
-        found: list[tuple[int, int]] = []  # (position, item)
+        return [item for _, item in self.mention_spans(text)]
+
+    def mention_spans(self, text: str) -> list[tuple[tuple[int, int], int]]:
+        """``((start, end), item)`` character spans of :meth:`find_mentions`, in order, one per item."""
+        found: list[tuple[tuple[int, int], int]] = []
         for match in re.finditer(r"\"([^\"]+)\"|“([^”]+)”|'([^']{3,})'", text):
             item = self.lookup(next(g for g in match.groups() if g))
             if item is not None:
-                found.append((match.start(), item))
+                found.append(((match.start(), match.end()), item))
             text = text[: match.start()] + " " * (match.end() - match.start()) + text[match.end():]
-        spans = [(m.start(), m.group()) for m in re.finditer(r"[\w']+", text)]
-        words = [w.lower() for _, w in spans]
+        spans = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w']+", text)]
+        words = [w.lower() for _, _, w in spans]
         candidates = []  # (-score, -words, start, end, item): exact before fuzzy, then longer first
         for start in range(len(words)):
             for end in range(start + 1, min(len(words), start + self._max_words + 1) + 1):
-                phrase = normalize_title(" ".join(words[start:end]))
-                if not phrase or all(w in _STOPWORDS for w in words[start:end]):
-                    continue
-                if phrase in self._by_form:
-                    if " " not in phrase and not any(w.lower() == phrase and w[:1].isupper() for _, w in spans[start:end]):
-                        continue  # "heat" in a sentence is a word; "Heat" may be the film
+                run = words[start:end]
+                content = [w for w in run if w not in _STOPWORDS]
+                cased = [w for _, _, w in spans[start:end]]
+                title_case = end - start >= 2 and all(w[:1].isupper() or w.lower() in _STOPWORDS for w in cased)
+                if not content or (all(w in self._intent or w.isdigit() for w in content) and not title_case):
+                    continue  # only words of a wish ("a good war movie"): not a title, unless Written Like One
+                phrase = normalize_title(" ".join(run))
+                if " ".join(_ROMAN.get(w, w) for w in run) in self._by_article_form:
+                    candidates.append((-1.0, -(end - start), start, end, self._by_article_form[" ".join(_ROMAN.get(w, w) for w in run)]))
+                elif phrase in self._by_form:
+                    if " " not in phrase and not (any(w.lower() == phrase and w[:1].isupper() for w in cased)
+                                                  or (end - start == 1 and self._named_in_a_list(words, start))):
+                        continue  # "heat" in a sentence is a word; "Heat" or "like heat" may be the film
                     candidates.append((-1.0, -(end - start), start, end, self._by_form[phrase]))
-                elif end - start >= 2:
+                elif len(content) >= 2:
                     best = self._closest(phrase) or self._prefix(phrase)
                     if best:
                         candidates.append((-best[0], -(end - start), start, end, self._by_form[best[1]]))
@@ -114,13 +193,30 @@ class TitleIndex:
         for _, _, start, end, item in sorted(candidates):
             if not any(used[start:end]):
                 used[start:end] = [True] * (end - start)
-                found.append((spans[start][0], item))
+                found.append(((spans[start][0], spans[end - 1][1]), item))
         ordered, seen = [], set()
-        for _, item in sorted(found):
+        for span, item in sorted(found):
             if item not in seen:
                 seen.add(item)
-                ordered.append(item)
+                ordered.append((span, item))
         return ordered
+
+    def _named_in_a_list(self, words: list[str], at: int) -> bool:
+        """Whether the lowercase word at ``at`` is named as a title: right after a cue ("like alien"), in a list
+        after a cue ("I loved the lion king and aladdin"), or joined to another one-word title ("gladiator and
+        braveheart")."""
+        if at > 0 and words[at - 1] in _CUES:
+            return True
+        joined = at > 0 and words[at - 1] in ("and", "or")
+        if joined and any(w in _CUES for w in words[:at - 1]):
+            return True
+        neighbours = [at - 2] if joined else []
+        if at + 2 < len(words) and words[at + 1] in ("and", "or"):
+            neighbours.append(at + 2)
+        return any(0 <= n < len(words) and self._single_word_title(words[n]) for n in neighbours)
+
+    def _single_word_title(self, word: str) -> bool:
+        return word not in self._intent and word not in _STOPWORDS and normalize_title(word) in self._by_form
 
     def _prefix(self, form: str) -> tuple[float, str] | None:
         """The most popular title that starts with ``form`` ("star wars" → "star wars episode iv ...")."""
@@ -131,11 +227,13 @@ class TitleIndex:
         return None
 
     def _closest(self, form: str) -> tuple[float, str] | None:
-        """The catalogue form most similar to ``form`` among those sharing a content word, if close enough."""
+        """The catalogue form most similar to ``form`` among those sharing a content word, if close enough; a
+        number in ``form`` must be in the candidate too ("terminator 2" is not "terminator")."""
         pool = set().union(*(self._by_word.get(w, set()) for w in form.split() if w not in _STOPWORDS))
+        numbers = {w for w in form.split() if w.isdigit()}
         best = None
         for candidate in pool:
-            if abs(len(candidate) - len(form)) > max(3, len(form) // 4):
+            if abs(len(candidate) - len(form)) > max(3, len(form) // 4) or not numbers <= set(candidate.split()):
                 continue
             score = difflib.SequenceMatcher(None, form, candidate, autojunk=False).ratio()
             if score >= self.fuzzy_cutoff and (best is None or score > best[0]):

@@ -21,7 +21,14 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..data import PreparedData
 from ..decoding.beam_search import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
-from .models import ModelArguments, id_only_tokenizer, load_causal_lm, load_tokenizer, scratch_model
+from .models import (
+    ModelArguments,
+    full_layer_adapter_targets,
+    id_only_tokenizer,
+    load_causal_lm,
+    load_tokenizer,
+    scratch_model,
+)
 from .recommender import SidRecommender, recommendation_generation_config
 from .tasks import (
     IGNORE_INDEX,
@@ -94,8 +101,19 @@ def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebo
 
 
 def apply_lora(model, model_args: ModelArguments, vocab: IdVocabulary):
+    """The PEFT adapter: LoRA on ``lora_target_modules`` with the new ID-token rows trainable
+    (``trainable_token_indices``), or (``peft_layers=full``) the kept layers and all token embeddings trained fully
+    (``modules_to_save``)."""
     from peft import LoraConfig, get_peft_model
 
+    if model_args.peft_layers == "full":
+        if not model_args.pretrained_layers:
+            raise ValueError("peft_layers=full trains the kept layers of a cut: set --pretrained_layers")
+        to_save, targets, rank = full_layer_adapter_targets(model, model_args.pretrained_layers)
+        config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets,
+                            modules_to_save=to_save, task_type="CAUSAL_LM",  # the embeddings, new rows included
+                            ensure_weight_tying=True)  # a tied head follows the trained embeddings
+        return get_peft_model(model, config)
     targets = model_args.lora_target_modules
     config = LoraConfig(
         r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
@@ -209,14 +227,32 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         "dataset_stats": {k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
         "metrics": _jsonable(metrics), "example_stats": _jsonable(stats),
     }
-    recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config)
+    categories = list(data.items["categories"]) if "categories" in data.items.column_names else None
+    recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config, categories)
+    out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        recommender.save_pretrained(training_args.output_dir)
+        recommender.save_pretrained(out)
+        remove_checkpoints(out)
         if training_args.push_to_hub:
-            repo = training_args.hub_model_id or Path(training_args.output_dir).name
+            repo = training_args.hub_model_id or out.name
             logger.info("pushed: %s", recommender.push_to_hub(repo, private=training_args.hub_private_repo,
                                                               token=training_args.hub_token))
+    if use_peft and model_args.pretrained_layers:
+        # A layer-cut adapter is used on the whole base (ID path: first layers, adapter on; words path: all layers,
+        # adapter off): load it as a user will.
+        trainer.accelerator.wait_for_everyone()
+        return SidRecommender.from_pretrained(out)
     return recommender
+
+
+def remove_checkpoints(output_dir: Path) -> None:
+    """A finished run keeps its artefact only: ``checkpoint-*`` folders (optimizer state, for resuming a killed
+    run) are deleted once the final model is saved."""
+    import shutil
+
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
 
 
 def training_data_stats(segments, packed, vocab: IdVocabulary, popularity: np.ndarray, max_seq_length: int) -> dict:

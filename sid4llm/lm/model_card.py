@@ -20,11 +20,19 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
              "- peft" if cfg.get("peft") else "- full-finetune"]
     if not cfg.get("from_scratch"):
         lines.append(f"base_model: {base_id}")
-    model = "a small Llama trained from scratch" if cfg.get("from_scratch") else \
-        f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
+    model_args = cfg.get("model_args") or {}
     layers = pretrained_layers(cfg)
-    if layers and not cfg.get("from_scratch"):
-        model += f", cut to its {layer_cut_phrase(layers).replace('layer', 'decoder layer')}"
+    adapter = "an adapter training " + ("fully" if model_args.get("peft_layers") == "full" else "with LoRA") + " "
+    if cfg.get("from_scratch"):
+        model = "a small Llama trained from scratch"
+    elif layers and cfg.get("peft"):
+        model = (f"{adapter}the {layer_cut_phrase(layers).replace('layer', 'decoder layer')} of {base_id}: the ID path "
+                 "reads those layers with the adapter on, and the whole instruct LM, adapter off, writes the words of a "
+                 "chat answer")
+    else:
+        model = f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
+        if layers:
+            model += f", cut to its {layer_cut_phrase(layers).replace('layer', 'decoder layer')}"
     lines += ["---", "", "# sid4llm recommender", "",
               f"A causal LM ({model}) that recommends items by writing their variable-length semantic IDs "
               "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "
@@ -56,5 +64,9 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
               'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
               'pipe.recommend(["<a title you liked>", "<another>"], k=10)',
               'pipe.chat([{"role": "user", "content": "I loved <title>. What next?"}])', "```", ""]
+    if cfg.get("peft"):
+        lines += ["With PEFT alone (the base resized to the shipped tokenizer first):", "", "```python",
+                  "from peft import AutoPeftModelForCausalLM", "",
+                  'model = AutoPeftModelForCausalLM.from_pretrained("<this repo or folder>")', "```", ""]
     return "\n".join(lines)
 

@@ -24,11 +24,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from ..artifacts import ArtifactError, read_json
 from ..ids import SemanticIdCodebook
-from .models import load_causal_lm, pretrained_layers
+from .models import first_layers_view, load_causal_lm, pretrained_layers
 from .tokenization import VOCAB_FILE, IdVocabulary
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "sid4llm_config.json"
+CATALOGUE_FILE = "catalogue.json"  # item categories: what the chat's words and the request benchmark read
 
 
 DEFAULT_NUM_BEAMS = 50  # recall@10 saturates here on ML-1M (scripts/bench_beam_width.py, docs/recommenders.md)
@@ -70,15 +71,59 @@ def check_saved_args(config: dict, where: Path) -> None:
                                 "or retrain")
 
 
+class _adapter_off:
+    """``with _adapter_off(peft_model) as base:`` the whole base model, adapter disabled."""
+
+    def __init__(self, model):
+        self.model, self._context = model, model.disable_adapter()
+
+    def __enter__(self):
+        self._context.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+
 class SidRecommender:
     def __init__(self, model: PreTrainedModel, vocab: IdVocabulary, generation_config: GenerationConfig,
-                 config: dict | None = None):
+                 config: dict | None = None, item_categories: list[list[str]] | None = None):
         self.model = model
         self.vocab = vocab
         self.tokenizer = vocab.tokenizer
         self.codebook = vocab.codebook
         self.generation_config = generation_config
         self.config = dict(config or {})
+        self.item_categories = [list(c or []) for c in item_categories] if item_categories is not None else None
+
+    # ------------------------------------------------------------------ the two paths of one artefact
+    @cached_property
+    def id_model(self):
+        """The model that writes IDs. For an adapter trained on the first ``pretrained_layers`` layers of a base
+        (the CPU recipe) that is those layers of the whole loaded base, adapter on, sharing its weights; else the
+        model itself."""
+        layers = pretrained_layers(self.config)
+        return first_layers_view(self.model, layers) if layers and self.config.get("peft") else self.model
+
+    @property
+    def has_words_path(self) -> bool:
+        """Whether a whole pretrained instruct LM can write words around a list: the base under a layer-cut
+        adapter (adapter off), or a whole pretrained LM trained on a text task (adapter on)."""
+        cfg = self.config
+        if cfg.get("from_scratch"):
+            return False
+        if pretrained_layers(cfg):
+            return bool(cfg.get("peft")) and self.id_model is not self.model
+        return bool(self.prompt_builder.args.text_tasks)
+
+    def words_model(self):
+        """A context manager giving the model that writes words: the whole base with the adapter off for a
+        layer-cut adapter, else the model itself (one path does both)."""
+        from contextlib import nullcontext
+
+        if pretrained_layers(self.config) and self.config.get("peft"):
+            return _adapter_off(self.model)
+        return nullcontext(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -115,28 +160,32 @@ class SidRecommender:
             return int(item)
         return self.codebook.index_of(str(item))
 
-    def history_prompt_ids(self, history, style: str = "ids") -> list[int]:
+    def history_prompt_ids(self, history, style: str = "ids", text: str | None = None) -> list[int]:
         """The prompt the model was trained with, after which the next token starts an item's ID.
-        ``style``: ``ids`` (the history as an ID stream cut to its token budget, the sequential task) or
-        ``titles`` (the natural-language task: titles in the chat template, then the begin-of-ID marker)."""
+        ``style``: ``ids`` (the history as an ID stream cut to its token budget, the sequential task),
+        ``titles`` (the natural-language task: titles in the chat template, then the begin-of-ID marker) or
+        ``request`` (the requests task: the words of ``text``, then the history as an ID stream)."""
         builder = self.prompt_builder
         items = [self._index(i) for i in history]
         if style == "ids":
             return builder.stream_prompt_ids(items)
+        if style == "request":
+            return builder.request_prompt_ids(text or "", items)
         if style != "titles":
-            raise ValueError(f"style must be 'ids' or 'titles', got {style!r}")
+            raise ValueError(f"style must be 'ids', 'titles' or 'request', got {style!r}")
         return builder.text_prompt_ids(builder.natural_language_prompt(builder.budget(items))) + [self.vocab.begin_id]
 
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
                   style: str = "ids", exclude_seen: bool = True, exclude=None,
-                  show_progress: bool = False) -> list[list[dict]]:
+                  show_progress: bool = False, texts: list[str] | None = None) -> list[list[dict]]:
         """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
         ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
 
         With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
         ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
         left-out item, and widens for a user whose list would come out short, so the list holds ``k`` items. ``num_beams`` defaults to the
-        saved generation config's (at least ``k``)."""
+        saved generation config's (at least ``k``). ``texts`` (one per history) are requests in words, read with
+        ``style="request"``."""
         from tqdm.auto import tqdm
 
         from ..decoding.beam_search import recommend_top_k
@@ -147,12 +196,14 @@ class SidRecommender:
         if len(exclude) != len(indexed):
             raise ValueError(f"exclude needs one collection per history: {len(exclude)} for {len(indexed)} histories")
         banned = [set(map(self._index, extra)) | (set(h) if exclude_seen else set()) for h, extra in zip(indexed, exclude)]
-        prompts = [self.history_prompt_ids(h, style) for h in indexed]
+        if texts is not None and len(texts) != len(indexed):
+            raise ValueError(f"texts needs one request per history: {len(texts)} for {len(indexed)} histories")
+        prompts = [self.history_prompt_ids(h, style, texts[n] if texts is not None else None) for n, h in enumerate(indexed)]
         beams = max(num_beams or self.generation_config.num_beams or k, k)
         n_items = len(self.codebook)
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
-            found = recommend_top_k(self.model, self.decoder, [prompts[u] for u in users], k, width,
+            found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], k, width,
                                     self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
             return dict(zip(users, found))
 
@@ -228,20 +279,23 @@ class SidRecommender:
         num_beams = config.num_beams
         config.eos_token_id = [self.vocab.end_id]  # the answer is one ID, starting right after the prompt
         processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width, "id")]) if constrained else None
-        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                  logits_processor=processors)
+        out = self.id_model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                     logits_processor=processors)
         out = out.reshape(len(prompts), num_beams, -1)
         return [[self.vocab.parse_stream_item(row[width:].tolist()) for row in rows] for rows in out]
 
     # ------------------------------------------------------------------ cold start
-    def add_items(self, item_ids, embeddings, titles=None) -> list[tuple[int, ...]]:
+    def add_items(self, item_ids, embeddings, titles=None, categories=None) -> list[tuple[int, ...]]:
         """Give new items IDs with the codebook's saved encoder (existing IDs unchanged) and make them
         recommendable at once: their IDs are made of tokens the model already has, and the decoding trie is
         rebuilt on next use. A new item that collides with an existing ID needs a disambiguation token; the
         tokenizer reserves a few (``reserve_disambiguation_tokens``) and running out is an error that changes
         nothing."""
         available = len(self.vocab.id_token_ids) - self.codebook.vocab_size
-        return self.codebook.add_items(item_ids, embeddings, titles, max_disambiguation_tokens=available)
+        added = self.codebook.add_items(item_ids, embeddings, titles, max_disambiguation_tokens=available)
+        if self.item_categories is not None:
+            self.item_categories.extend(list(c) for c in (categories if categories is not None else [[]] * len(added)))
+        return added
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
@@ -253,6 +307,8 @@ class SidRecommender:
         else:
             self.model.save_pretrained(out, safe_serialization=True)
         self.vocab.save(out)
+        if self.item_categories is not None:
+            (out / CATALOGUE_FILE).write_text(json.dumps({"categories": self.item_categories}))
         self.codebook.save_pretrained(out / "codebook")
         self.generation_config.save_pretrained(out)
         self.save_description(out, model_card)
@@ -296,7 +352,9 @@ class SidRecommender:
         if config.get("peft", False):
             from peft import PeftModel
 
-            base = load_causal_lm(config["base_model"], dtype=dtype, num_layers=pretrained_layers(config))  # as trained
+            # The whole base: a layer-cut adapter's ID path reads its first layers (``id_model``), and its words path
+            # all of them with the adapter off.
+            base = load_causal_lm(config["base_model"], dtype=dtype)
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
             model = PeftModel.from_pretrained(base, path)
         else:
@@ -308,7 +366,13 @@ class SidRecommender:
             generation_config = GenerationConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
             raise ArtifactError(f"{path / 'generation_config.json'}: cannot be loaded ({str(err).splitlines()[0]})") from None
-        return cls(model, vocab, generation_config, config)
+        categories = None
+        if (path / CATALOGUE_FILE).is_file():
+            categories = read_json(path / CATALOGUE_FILE).get("categories")
+            if not isinstance(categories, list) or len(categories) != len(codebook):
+                raise ArtifactError(f"{path / CATALOGUE_FILE}: 'categories' must list one entry per item "
+                                    f"({len(codebook)}), got {type(categories).__name__}")
+        return cls(model, vocab, generation_config, config, categories)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     model_card: str | None = None, commit_message: str = "Upload sid4llm recommender") -> str:

@@ -11,6 +11,9 @@ Tasks:
   older form: one target per example (the user's most recent ``windows_per_user`` train events).
 - ``natural_language`` — an instruction listing the history as titles → the next item's ID.
 - ``alignment`` — title → ID and ID → title, which teaches the LM what the new tokens mean.
+- ``requests`` — natural-language requests written from the catalogue's metadata ("a funny animated movie for
+  my kids", "like The Matrix but scarier", a user's recent titles; :mod:`sid4llm.lm.requests`), read as
+  ``words <|sid_user|> named items…`` and answered by ID-stream items: what a chat turn decodes from.
 
 Training examples come from each user's **train** prefix only, so valid and test targets never leak.
 Streams never use a chat template (an item costs its codes + one token, as in the paper); the text tasks use
@@ -34,7 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from ..data import PreparedData
 from .tokenization import IdVocabulary
 
-TASKS = ("sequential", "natural_language", "alignment")
+TASKS = ("sequential", "natural_language", "alignment", "requests")
 SEQUENTIAL_TARGETS = ("all", "last")
 IGNORE_INDEX = -100
 
@@ -68,6 +71,12 @@ class TaskArguments:
         default=None, metadata={"help": "Tokens per packed training row (longer text examples are cut from the left of "
                                         "the prompt); None: room for two full history windows."})
     example_seed: int = field(default=0, metadata={"help": "Seed for sampling and packing examples."})
+    request_examples: int = field(default=20000, metadata={"help": "requests task: requests written per epoch."})
+    request_answers: int = field(default=3, metadata={"help": "requests task: answer items per request (each a target; "
+                                                                "the later ones also read the earlier)."})
+    request_max_tokens: int = field(default=48, metadata={"help": "Words of a request the model reads (the last N tokens)."})
+    request_item_nouns: list[str] = field(default_factory=lambda: ["movie", "film"],
+                                          metadata={"help": "What the catalogue's items are called in requests."})
 
     def __post_init__(self):
         if self.sequential_targets not in SEQUENTIAL_TARGETS:
@@ -166,6 +175,25 @@ class ExampleBuilder:
     def budget(self, history: list[int]) -> list[int]:
         return budget_history(history, self.vocab, self.args.history_token_budget, self.args.max_history_items)
 
+    # ------------------------------------------------------------------ requests
+    def request_words_ids(self, text: str) -> list[int]:
+        """The words of a request as the model reads them: its last ``request_max_tokens`` tokens."""
+        ids = self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+        return ids[-self.args.request_max_tokens:] if self.args.request_max_tokens else ids
+
+    def request_prompt_ids(self, text: str, named: list[int]) -> list[int]:
+        """What the model reads before answering a request: its words, then the items it names as an ID stream
+        (cut to the history budget); the next token starts an item's ID. Without words this is exactly the
+        sequential prompt."""
+        words = self.request_words_ids(text) if text and text.strip() else []
+        return words + self.stream_prompt_ids(named)
+
+    def request_segment(self, text: str, named: list[int], answers: list[int]) -> dict:
+        """A request and its answers: every answer item (codes + end marker) is a target."""
+        prompt = self.request_prompt_ids(text, named)
+        answer = [t for i in answers for t in self.vocab.stream_item_token_ids(i)]
+        return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+
     # ------------------------------------------------------------------ text prompts
     def natural_language_prompt(self, history: list[int]) -> str:
         """The instruction naming the history by titles: the most recent ``text_history_items`` of the items given."""
@@ -239,7 +267,14 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
     limit = args.window_length(vocab) or args.row_length(vocab)
     costs = vocab.id_token_counts
     for task in args.task_list():
-        if task == "alignment":
+        if task == "requests":
+            if split != "train":
+                continue
+            writer = request_writer(data, args, sequences)
+            for request in writer.requests(args.request_examples, "train", args.request_answers):
+                segment = builder.request_segment(request.text, list(request.named), list(request.answers))
+                add(task, -1, segment, list(request.answers), len(segment["input_ids"]))
+        elif task == "alignment":
             if split != "train":
                 continue
             items = list(range(len(vocab.codebook)))
@@ -267,6 +302,19 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
                     segment = builder.text_segment(builder.natural_language_prompt(history), vocab.format_item(target))
                 add(task, u, segment, [target], history_tokens)
     return Dataset.from_dict(rows)
+
+
+def request_writer(data: PreparedData, args: TaskArguments, histories: list[list[int]] | None = None):
+    """A :class:`~sid4llm.lm.requests.RequestWriter` over the prepared catalogue and its train histories."""
+    from .requests import RequestWriter
+
+    items = data.items
+    if histories is None:  # every train event: a train row's history and its target
+        train = data.sequences["train"]
+        histories = [h + [t] for h, t in zip(list(train["history"]), list(train["target"]))]
+    categories = items["categories"] if "categories" in items.column_names else [[] for _ in range(len(items))]
+    return RequestWriter(list(items["title"]), categories, data.item_popularity, histories, list(items["item_id"]),
+                         args.request_item_nouns, seed=args.example_seed)
 
 
 def pack_segments(segments: Dataset, max_seq_length: int, seed: int = 0) -> Dataset:

@@ -1,0 +1,132 @@
+"""The chat benchmark: does the chat understand what people ask, and answer in words?
+
+Measured on a prepared dataset and a saved recommender (``scripts/bench_chat.py`` prints the table):
+
+- **category precision@5** on requests in held-out phrasings (frames never used in training; "like <title>"
+  anchors from the held-out tenth of the items): the share of the 5 recommended items that meet every
+  constraint of the request (its categories, its decade), beside the same for the 5 most popular items and for
+  the best possible list;
+- **mention precision / recall** on a labelled set of messages with negatives (``chat_mentions_*.jsonl``);
+- **share of answers with words** and **seconds per chat turn**, through :meth:`RecommendationPipeline.chat`;
+- **recall@10 from the natural-language prompt**: each test user's most recent titles in a sentence, through the
+  chat (mention detection, then the model), beside the ID-stream recall of the same model and the most-popular
+  floor on the same users (seen items left out of every list).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data.titles import spoken_title
+from .leave_one_out import evaluate_recommender, sample_users
+
+# Labelled messages: the first set was written with the mention rules, the second afterwards (as a check on them)
+MENTION_FILES = (Path(__file__).with_name("chat_mentions_movielens.jsonl"),
+                 Path(__file__).with_name("chat_mentions_movielens_holdout.jsonl"))
+
+
+def meets(request, item: int, categories: list[list[str]], years: list[int | None]) -> bool:
+    """Whether ``item`` satisfies every constraint of ``request`` (categories and decade)."""
+    if not set(request.categories) <= set(categories[item]):
+        return False
+    return request.decade is None or (years[item] is not None and years[item] // 10 * 10 == request.decade)
+
+
+def held_out_requests(data, count: int, seed: int = 1):
+    """Requests that constrain what they ask for (descriptions and "like <title> but <wish>"), in held-out
+    phrasings, with held-out anchors."""
+    from ..lm.tasks import TaskArguments, request_writer
+
+    writer = request_writer(data, TaskArguments(example_seed=seed))
+    out = []
+    while len(out) < count:
+        request = writer.describe_request("held_out") if len(out) % 3 != 2 else writer.like_request("held_out", with_wish=True)
+        if request is not None:
+            out.append(request)
+    return writer, out
+
+
+def category_precision(pipe, data, n_requests: int = 150, k: int = 5, seed: int = 1) -> dict:
+    """Category precision@k of the model, of the most popular items and of the best possible list."""
+    writer, requests = held_out_requests(data, n_requests, seed)
+    popularity = np.asarray(data.item_popularity)
+    by_popularity = np.argsort(-popularity, kind="stable")
+    rows = []
+    for request in requests:
+        ranked = [r["index"] for r in pipe.recommend_request(request.text, list(request.named), k=k)]
+        popular = [int(i) for i in by_popularity if int(i) not in request.named][:k]
+        matching = len(writer.matching(request.categories, request.decade, request.named))
+        rows.append({"kind": request.kind, "text": request.text,
+                     "model": np.mean([meets(request, i, writer.categories, writer.years) for i in ranked]),
+                     "popular": np.mean([meets(request, i, writer.categories, writer.years) for i in popular]),
+                     "best": min(k, matching) / k,
+                     "recommended": [data.items[i]["title"] for i in ranked[:3]]})
+    summary = {name: float(np.mean([r[name] for r in rows])) for name in ("model", "popular", "best")}
+    by_kind = {kind: float(np.mean([r["model"] for r in rows if r["kind"] == kind])) for kind in {r["kind"] for r in rows}}
+    return {**summary, "by_kind": by_kind, "n_requests": len(rows), "k": k, "examples": rows[:12]}
+
+
+def mention_scores(pipe, paths: Sequence[str | Path] = MENTION_FILES) -> dict:
+    """Precision and recall of the items found in labelled messages (micro-averaged over mentions)."""
+    true_pos = found = expected = 0
+    errors = []
+    lines = [(path, line) for path in paths for line in Path(path).read_text().splitlines()]
+    for path, line in lines:
+        if not line.strip():
+            continue
+        case = json.loads(line)
+        want = {pipe.titles.lookup(t) for t in case["mentions"]}
+        if None in want:
+            raise ValueError(f"{path}: {case['mentions']} names a title this catalogue lacks")
+        got = set(pipe.titles.find_mentions(case["message"]))
+        true_pos += len(got & want)
+        found += len(got)
+        expected += len(want)
+        if got != want:
+            errors.append({"message": case["message"], "found": sorted(pipe.codebook.titles[i] for i in got),
+                           "expected": case["mentions"]})
+    return {"precision": true_pos / found if found else 1.0, "recall": true_pos / expected if expected else 1.0,
+            "mentions": expected, "messages": sum(bool(line.strip()) for _, line in lines), "errors": errors}
+
+
+def chat_turns(pipe, requests: list[str], k: int = 5) -> dict:
+    """Share of answers with words of the LM's own, and seconds per turn, through the whole chat."""
+    times, with_words, answers = [], 0, []
+    for text in requests:
+        start = time.perf_counter()
+        reply = pipe.chat([{"role": "user", "content": text}], k=k)
+        times.append(time.perf_counter() - start)
+        words = reply["content"].split("Recommended for you:")[0]
+        has_words = any(len(s.split()) >= 4 for s in words.split("\n\n") if not s.startswith("You mentioned"))
+        with_words += has_words
+        answers.append({"request": text, "answer": reply["content"], "words": has_words})
+    return {"answers_with_words": with_words / len(requests) if requests else None,
+            "seconds_per_turn": float(np.mean(times)) if times else None,
+            "seconds_per_turn_p90": float(np.percentile(times, 90)) if times else None, "transcript": answers}
+
+
+def prompt_recall(pipe, data, n_users: int = 500, recent: int = 5, k: int = 10, seed: int = 0) -> dict:
+    """recall@k from a sentence naming each user's ``recent`` latest titles, through the chat (seen items left
+    out), beside the ID-stream recall and the most-popular floor of :func:`evaluate_recommender` on the same
+    users."""
+    split = data.sequences["test"]
+    histories, targets = list(split["history"]), list(split["target"])
+    users = sample_users(len(histories), n_users, seed)
+    titles = list(data.items["title"])
+    hits = 0
+    for u in users:
+        named = [spoken_title(titles[i]) for i in histories[u][-recent:]]
+        message = f"I loved {', '.join(named[:-1])} and {named[-1]}. What should I watch next?" if len(named) > 1 \
+            else f"I loved {named[0]}. What should I watch next?"
+        reply = pipe.chat([{"role": "user", "content": message}], k=k, exclude=[data.items[i]["item_id"] for i in histories[u]],
+                          prose=False)
+        hits += targets[u] in [item["index"] for item in reply["items"]]
+    streams = evaluate_recommender(pipe.recommender, data, "test", [k], max_users=n_users, seed=seed)
+    return {"recall_prompt": hits / len(users), "recall_id_stream": streams["model"][f"recall@{k}"],
+            "recall_most_popular": streams["most_popular"][f"recall@{k}"], "n_users": len(users), "recent_titles": recent,
+            "k": k}

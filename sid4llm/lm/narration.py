@@ -1,0 +1,98 @@
+"""The words of a chat answer, written by the whole pretrained instruct LM.
+
+A chat turn's list comes from the ID path (trie-constrained decoding of the request); this module writes the
+one or two sentences around it. The LM reads the request and the list (titles with their categories, so what it
+says is grounded in the catalogue), and its answer is opened with the first recommended title — forced from the
+list, the way the trie forces an ID — after which every word is the LM's own. A sentence in which the LM names a
+catalogue item that is not on the list is cut, so every title in an answer is a real recommended item. ID
+tokens are never written (they are suppressed), and a greeting gets a plain answer in words.
+
+Greedy decoding (repeatable answers), a repetition penalty and a cap of one sentence per answer (two for a
+greeting) keep a 135M model on topic; on 2 CPU cores one answer costs a few seconds (``scripts/bench_chat.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+SYSTEM_PROMPT = "You are a friendly movie recommender. Answer in one or two short sentences."
+GREETING_SYSTEM_PROMPT = ("You are a friendly movie recommender. Greet the user in one short sentence and ask what "
+                          "kind of movie they are in the mood for.")
+# How an answer opens: the first recommended title, then the LM's own words.
+OPENERS = ("{title} is a great choice because", "I'd start with {title}, since", "You might enjoy {title}, because")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class Narrator:
+    """Writes answers with ``model`` (a context manager giving the whole instruct LM, e.g.
+    :meth:`SidRecommender.words_model`), its ``tokenizer``, and the token ids it must never write."""
+
+    def __init__(self, words_model: Callable, tokenizer, banned_token_ids: Sequence[int],
+                 mentions: Callable[[str], list[int]] | None = None, max_new_tokens: int = 40):
+        self.words_model, self.tokenizer = words_model, tokenizer
+        self.banned = [[int(t)] for t in banned_token_ids]
+        self.mentions = mentions
+        self.max_new_tokens = max_new_tokens
+
+    def introduce(self, request: str, items: list[dict], categories: list[list[str]] | None = None,
+                  seed_text: str | None = None) -> str:
+        """One or two sentences presenting ``items`` (``{"title", "index"}``, best first) for ``request``."""
+        if not items:
+            return ""
+        listing = "\n".join(f"{n}. {item['title']}" + (f" ({', '.join(categories[n - 1])})" if categories and categories[n - 1] else "")
+                            for n, item in enumerate(items, 1))
+        first = _stable_index(seed_text or request, len(OPENERS))
+        for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
+            opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
+            continuation = self._generate(SYSTEM_PROMPT, request, f"Here are my picks for you:\n{listing}\n\n{opener}")
+            words = self._keep_listed(continuation, {item["index"] for item in items})
+            if words:
+                return f"{opener} {words}"
+        return ""
+
+    def greet(self, message: str) -> str:
+        """A plain answer in words to a message that asks for nothing (a greeting, thanks)."""
+        opener = "Hello!" if not re.search(r"\bthank", message, re.I) else "You're welcome!"
+        words = self._generate(GREETING_SYSTEM_PROMPT, message, opener)
+        return f"{opener} {self._keep_listed(words, set(), sentences=2)}".strip()
+
+    @torch.no_grad()
+    def _generate(self, system: str, user: str, prefix: str) -> str:
+        tokenizer = self.tokenizer
+        turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        if getattr(tokenizer, "chat_template", None):
+            prompt = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        else:
+            prompt = f"{system}\n{user}\n"
+        with self.words_model() as model:
+            device = next(model.parameters()).device
+            ids = tokenizer(prompt + prefix, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                                 max_new_tokens=self.max_new_tokens, repetition_penalty=1.3, no_repeat_ngram_size=3,
+                                 bad_words_ids=self.banned or None, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+        text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return " ".join(text.split())
+
+    def _keep_listed(self, text: str, listed: set[int], sentences: int = 1) -> str:
+        """At most ``sentences`` whole sentences (one: the opener's, where a 135M model stays on topic), stopping
+        before one that names a catalogue item not on the list or that the LM left unfinished."""
+        kept = []
+        for sentence in _SENTENCE_END.split(text.strip())[:sentences]:
+            if not sentence or sentence[-1] not in ".!?":
+                break
+            if self.mentions is not None and any(i not in listed for i in self.mentions(sentence)):
+                break
+            kept.append(sentence)
+        if not kept and text and self.mentions is not None and not any(i not in listed for i in self.mentions(text)):
+            # the first sentence ran past the token limit: keep it, closed
+            kept = [text.rstrip(" ,;:-") + "."] if len(text.split()) >= 3 else []
+        return " ".join(kept)
+
+
+def _stable_index(text: str, n: int) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % n
