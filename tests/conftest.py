@@ -97,25 +97,20 @@ def tiny_lm_dir(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
-    """A prepared dataset (30 users, 12 items with titles) and a variable-length codebook trained on it."""
+def prepare_with_codebook(root, events, items, encoder_dir: str) -> dict:
+    """``events`` (user, item, seconds) and an ``items`` frame written as CSV, prepared with the encoder at
+    ``encoder_dir``, and a small variable-length codebook trained on them: ``{"data_dir", "codebook_dir"}``."""
     import pandas as pd
 
-    from sid4llm.data import PrepareDataArguments, prepare_dataset
+    from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
     from sid4llm.ids import DVAEConfig, IdTrainingArguments, save_training_outputs, train_semantic_ids
 
-    root = tmp_path_factory.mktemp("tiny_prepared")
-    pd.DataFrame(make_events(n_users=30, n_items=12, per_user=8), columns=["user_id", "item_id", "timestamp"]).to_csv(
-        root / "events.csv", index=False)
-    pd.DataFrame({"item_id": [f"i{i}" for i in range(12)], "title": [f"movie {i} drama" for i in range(12)]}).to_csv(
-        root / "items.csv", index=False)
+    pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]).to_csv(root / "events.csv", index=False)
+    items.to_csv(root / "items.csv", index=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SID4LLM_CACHE", str(root / "cache"))
         data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(root / "data"), dataset=str(root / "events.csv"),
-                                                        item_file=str(root / "items.csv"), encoder=tiny_encoder_dir))
-    from sid4llm.data import PreparedData
-
+                                                        item_file=str(root / "items.csv"), encoder=encoder_dir))
     data = PreparedData.load(data_dir)
     codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity,
                                   DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
@@ -123,6 +118,16 @@ def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
                                   list(data.items["title"]))
     save_training_outputs(codebook, root / "ids", plot=False, allow_collapse=True)  # plumbing, not quality
     return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory, tiny_encoder_dir):
+    """A prepared dataset (30 users, 12 items with titles) and a variable-length codebook trained on it."""
+    import pandas as pd
+
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(12)], "title": [f"movie {i} drama" for i in range(12)]})
+    return prepare_with_codebook(tmp_path_factory.mktemp("tiny_prepared"), make_events(n_users=30, n_items=12, per_user=8),
+                                 items, tiny_encoder_dir)
 
 
 class FakeHub:
@@ -213,24 +218,9 @@ def chat_prepared(tmp_path_factory, tiny_encoder_dir):
     """A prepared dataset of 40 users over :data:`CHAT_CATALOGUE` (titles and genres) and a codebook for it."""
     import pandas as pd
 
-    from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
-    from sid4llm.ids import DVAEConfig, IdTrainingArguments, save_training_outputs, train_semantic_ids
-
-    root = tmp_path_factory.mktemp("chat_prepared")
     events = [(u, f"m{int(i[1:]) + 1}", t) for u, i, t in make_events(n_users=40, n_items=12, per_user=8, seed=1)]
-    pd.DataFrame(events, columns=["user_id", "item_id", "timestamp"]).to_csv(root / "events.csv", index=False)
-    pd.DataFrame(CHAT_CATALOGUE, columns=["item_id", "title", "genres"]).to_csv(root / "items.csv", index=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SID4LLM_CACHE", str(root / "cache"))
-        data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(root / "data"), dataset=str(root / "events.csv"),
-                                                        item_file=str(root / "items.csv"), encoder=tiny_encoder_dir))
-    data = PreparedData.load(data_dir)
-    codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity,
-                                  DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
-                                  IdTrainingArguments(max_steps=20, batch_size=32), list(data.items["item_id"]),
-                                  list(data.items["title"]))
-    save_training_outputs(codebook, root / "ids", plot=False, allow_collapse=True)  # plumbing, not quality
-    return {"data_dir": str(data_dir), "codebook_dir": str(root / "ids" / "codebook")}
+    return prepare_with_codebook(tmp_path_factory.mktemp("chat_prepared"), events,
+                                 pd.DataFrame(CHAT_CATALOGUE, columns=["item_id", "title", "genres"]), tiny_encoder_dir)
 
 
 @pytest.fixture(scope="session")
