@@ -136,7 +136,7 @@ class RecommendationPipeline:
         ID stream after the words of the last message, and the list is the model's trie-constrained decoding of
         that request (:attr:`chat_style`); items recommended in earlier assistant turns (their ``items``), named
         items and ``exclude`` are left out. With ``prose`` (default: :attr:`writes_prose`) the whole instruct LM
-        writes one or two sentences naming the recommended items. A greeting gets words only; an empty message,
+        writes a sentence opened with the first recommended item's title (at most ``max_new_tokens`` of its own). A greeting gets words only; an empty message,
         one without words, or names the catalogue lacks get an answer that says so, never an exception.
         Returns ``{"role": "assistant", "content", "items", "history", "unknown"}`` — append it to ``messages`` to
         continue the conversation."""
@@ -146,7 +146,6 @@ class RecommendationPipeline:
         if not isinstance(text, str):
             raise ValueError(f"the last user turn's content must be a string, got {type(text).__name__}")
         speak = self.writes_prose if prose is None else prose
-        self.narrator.max_new_tokens = max_new_tokens
         text, note = _clip(text)
         named, unknown = self.titles.resolve(list(history))
         shown: list[int] = []
@@ -162,7 +161,7 @@ class RecommendationPipeline:
             return self._reply("Tell me what you'd like to watch: a kind of movie (\"a funny animated movie for my "
                                "kids\"), or titles you liked.", [], named, unknown, note)
         if not named and _is_small_talk(text):
-            words = self.narrator.greet(text) if speak else ""
+            words = self.narrator.greet(text, max_new_tokens) if speak else ""
             return self._reply(words or "Hello! Tell me what you'd like to watch.", [], named, unknown, note)
         banned = set(shown) | set(self.resolve(list(exclude)) if exclude else ())
         recommended = self.recommend_request(text, named, k=k, exclude=banned)
@@ -171,7 +170,8 @@ class RecommendationPipeline:
             cats = self.recommender.item_categories
             words = self.narrator.introduce(text, [dict(item, title=spoken_title(item["title"], with_year=True))
                                                    for item in recommended],
-                                            [cats[item["index"]] for item in recommended] if cats else None)
+                                            [cats[item["index"]] for item in recommended] if cats else None,
+                                            max_new_tokens=max_new_tokens)
         return self._reply(words, recommended, named, unknown, note)
 
     def recommend_request(self, text: str, named: Sequence[int] = (), k: int = 10, exclude: Sequence[int] = (),

@@ -6,7 +6,8 @@
 
 Ask in words ("a funny animated movie for my kids", "something like the matrix but scarier") or name titles
 (exactly or fuzzily; quotes help for one-word titles): the list is the model's trie-constrained decoding of the
-request, and the whole instruct LM writes the words around it. In the REPL: /history shows what was understood, /reset starts over, /quit leaves.
+request, and the whole instruct LM writes the words around it. In the REPL: /history shows what was understood,
+/reset starts over, /quit leaves.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ to the most popular title it begins ("Star Wars" → "Star Wars: Episode IV - A 
 When several items share a normal form (remakes), the most popular one wins.
 
 In free text, ordinary words must never become titles: a run of words that only describes what is wanted
-("funny", "a good war movie", "crime", "mystery") is never a title unless quoted, and a one-word title counts
-only when written with a capital, quoted, or right after a cue such as "like" or "loved" ("something like
-alien").
+("funny", "a good war movie", "crime", "mystery") is never a title unless quoted or Written In Title Case, and
+a one-word title counts only when written with a capital, quoted, after a cue such as "like" or "loved"
+("something like alien"), or in a list with one ("the lion king and aladdin").
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def spoken_title(title: str, with_year: bool = False) -> str:
     return title if with_year else _TITLE_YEAR.sub("", title).strip()
 
 
-def normalize_title(text: str) -> str:
-    """Lower case, no year in parentheses, punctuation as spaces, no leading article, no ", The" suffix."""
+def normalize_title(text: str, keep_article: bool = False) -> str:
+    """Lower case, no year in parentheses, punctuation as spaces, a ", The" suffix moved to the front, roman
+    numerals as digits, and no leading article (unless ``keep_article``)."""
     text = _YEAR.sub(" ", text.lower())
     words = _NON_WORD.sub(" ", text).split()
     if len(words) > 1 and words[-1] in _ARTICLES:  # "american president the" (catalogue style)
         words = [words[-1], *words[:-1]]
-    if len(words) > 1 and words[0] in _ARTICLES:
+    if len(words) > 1 and words[0] in _ARTICLES and not keep_article:
         words = words[1:]
     return " ".join(_ROMAN.get(w, w) for w in words)
 
@@ -83,12 +84,8 @@ def _aliases(title: str) -> list[str]:
 def article_form(text: str) -> str | None:
     """The normal form with its leading article kept ("Matrix, The (1999)" → "the matrix"), or None when the
     title has no article: a lowercase "the matrix" names the film, a lowercase "matrix" alone does not."""
-    words = _NON_WORD.sub(" ", _YEAR.sub(" ", text.lower())).split()
-    if len(words) > 1 and words[-1] in _ARTICLES:
-        words = [words[-1], *words[:-1]]
-    if len(words) > 1 and words[0] in _ARTICLES:
-        return " ".join(_ROMAN.get(w, w) for w in words)
-    return None
+    form = normalize_title(text, keep_article=True)
+    return form if " " in form and form.split(" ", 1)[0] in _ARTICLES else None
 
 
 class TitleIndex:
@@ -102,14 +99,15 @@ class TitleIndex:
         self._item_ids = {str(i): n for n, i in enumerate(item_ids or [])}
         self._by_form: dict[str, int] = {}
         self._by_article_form: dict[str, int] = {}
-        for index in sorted(range(len(self.titles)), key=lambda i: (-pop[i], i)):  # most popular first wins
+        by_popularity = sorted(range(len(self.titles)), key=lambda i: (-pop[i], i))  # most popular first wins
+        for index in by_popularity:
             form = normalize_title(self.titles[index])
             if form:
                 self._by_form.setdefault(form, index)
             full = article_form(self.titles[index])
             if full:
                 self._by_article_form.setdefault(full, index)
-        for index in sorted(range(len(self.titles)), key=lambda i: (-pop[i], i)):  # aliases rank below real forms
+        for index in by_popularity:  # aliases rank below every real form
             for alias in _aliases(self.titles[index]):
                 self._by_form.setdefault(alias, index)
         self._intent = intent_words(_GENERIC)
@@ -156,30 +154,26 @@ class TitleIndex:
         matrix") or after a cue word ("like alien"); exact before fuzzy, longer before shorter, never
         overlapping.
         """
-        return [item for _, item in self.mention_spans(text)]
-
-    def mention_spans(self, text: str) -> list[tuple[tuple[int, int], int]]:
-        """``((start, end), item)`` character spans of :meth:`find_mentions`, in order, one per item."""
-        found: list[tuple[tuple[int, int], int]] = []
+        found: list[tuple[int, int]] = []  # (position, item)
         for match in re.finditer(r"\"([^\"]+)\"|“([^”]+)”|'([^']{3,})'", text):
             item = self.lookup(next(g for g in match.groups() if g))
             if item is not None:
-                found.append(((match.start(), match.end()), item))
+                found.append((match.start(), item))
             text = text[: match.start()] + " " * (match.end() - match.start()) + text[match.end():]
-        spans = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w']+", text)]
-        words = [w.lower() for _, _, w in spans]
+        spans = [(m.start(), m.group()) for m in re.finditer(r"[\w']+", text)]
+        words = [w.lower() for _, w in spans]
         candidates = []  # (-score, -words, start, end, item): exact before fuzzy, then longer first
         for start in range(len(words)):
             for end in range(start + 1, min(len(words), start + self._max_words + 1) + 1):
                 run = words[start:end]
                 content = [w for w in run if w not in _STOPWORDS]
-                cased = [w for _, _, w in spans[start:end]]
+                cased = [w for _, w in spans[start:end]]
                 title_case = end - start >= 2 and all(w[:1].isupper() or w.lower() in _STOPWORDS for w in cased)
                 if not content or (all(w in self._intent or w.isdigit() for w in content) and not title_case):
                     continue  # only words of a wish ("a good war movie"): not a title, unless Written Like One
-                phrase = normalize_title(" ".join(run))
-                if " ".join(_ROMAN.get(w, w) for w in run) in self._by_article_form:
-                    candidates.append((-1.0, -(end - start), start, end, self._by_article_form[" ".join(_ROMAN.get(w, w) for w in run)]))
+                phrase, with_article = normalize_title(" ".join(run)), " ".join(_ROMAN.get(w, w) for w in run)
+                if with_article in self._by_article_form:
+                    candidates.append((-1.0, -(end - start), start, end, self._by_article_form[with_article]))
                 elif phrase in self._by_form:
                     if " " not in phrase and not (any(w.lower() == phrase and w[:1].isupper() for w in cased)
                                                   or (end - start == 1 and self._named_in_a_list(words, start))):
@@ -193,12 +187,12 @@ class TitleIndex:
         for _, _, start, end, item in sorted(candidates):
             if not any(used[start:end]):
                 used[start:end] = [True] * (end - start)
-                found.append(((spans[start][0], spans[end - 1][1]), item))
+                found.append((spans[start][0], item))
         ordered, seen = [], set()
-        for span, item in sorted(found):
+        for _, item in sorted(found):
             if item not in seen:
                 seen.add(item)
-                ordered.append((span, item))
+                ordered.append(item)
         return ordered
 
     def _named_in_a_list(self, words: list[str], at: int) -> bool:

@@ -44,10 +44,15 @@ def held_out_requests(data, count: int, seed: int = 1):
 
     writer = request_writer(data, TaskArguments(example_seed=seed))
     out = []
-    while len(out) < count:
+    for _ in range(50 * count):
+        if len(out) == count:
+            break
         request = writer.describe_request("held_out") if len(out) % 3 != 2 else writer.like_request("held_out", with_wish=True)
         if request is not None:
             out.append(request)
+    if len(out) < count:
+        raise ValueError(f"only {len(out)} of {count} requests with categories could be written: the benchmark needs "
+                         "item categories")
     return writer, out
 
 

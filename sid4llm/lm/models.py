@@ -55,8 +55,8 @@ class ModelArguments:
     use_peft: bool = field(default=True, metadata={"help": "LoRA (pretrained models only); False = full fine-tuning."})
     peft_layers: Literal["lora", "full"] = field(
         default="lora", metadata={"help": "How the PEFT adapter trains decoder layers: lora (low-rank updates on "
-                                          "lora_target_modules) or full (with pretrained_layers: the kept layers are "
-                                          "trained fully, saved as modules_to_save). Either way the adapter loads onto the "
+                                          "lora_target_modules) or full (with pretrained_layers: the kept layers, the "
+                                          "final norm and the token embeddings are trained fully, saved as modules_to_save). Either way the adapter loads onto the "
                                           "whole base model: the ID path reads its first pretrained_layers layers with the "
                                           "adapter on, the words path the whole instruct LM with the adapter off."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -155,10 +155,16 @@ def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedMode
     if not 1 <= num_layers <= len(layers):
         raise ValueError(f"pretrained_layers must be in [1, {len(layers)}] for this model, got {num_layers}")
     decoder.layers = layers[:num_layers]
-    model.config.num_hidden_layers = num_layers
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = list(model.config.layer_types)[:num_layers]
+    _cut_config(model.config, num_layers)
     return model
+
+
+def _cut_config(config, num_layers: int):
+    """``config`` (changed in place) describing only its first ``num_layers`` decoder layers."""
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:num_layers]
+    return config
 
 
 def decoder_layer_names(model: PreTrainedModel, num_layers: int) -> tuple[list[str], str]:
@@ -177,7 +183,7 @@ def full_layer_adapter_targets(model: PreTrainedModel, num_layers: int) -> tuple
     fully: every parameterised leaf module as ``modules_to_save``, except the smallest linear map of each block,
     which gets a LoRA of its full rank (as expressive as training it directly: PEFT needs at least one LoRA target,
     and the smallest map costs the least). The word rows must train too: with them frozen, the first layer did
-    not learn to read requests (category precision@5 0.15 after 300 request steps, 0.50 with them; docs/llm.md).
+    not learn to read requests (category precision@5 0.15 after 300 request steps, 0.50 with them; docs/chat.md).
     Returns (modules_to_save, lora_targets, lora_rank)."""
     layers, norm = decoder_layer_names(model, num_layers)
     modules = dict(model.named_modules())
@@ -204,10 +210,7 @@ def first_layers_view(model, num_layers: int):
     decoder = base.get_decoder()
     if len(decoder.layers) <= num_layers:
         return model
-    config = copy.copy(base.config)
-    config.num_hidden_layers = num_layers
-    if getattr(config, "layer_types", None):
-        config.layer_types = list(config.layer_types)[:num_layers]
+    config = _cut_config(copy.copy(base.config), num_layers)
     decoder_view = copy.copy(decoder)
     decoder_view._modules = dict(decoder._modules)
     decoder_view._modules["layers"] = torch.nn.ModuleList(list(decoder.layers)[:num_layers])

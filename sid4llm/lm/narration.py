@@ -39,7 +39,7 @@ class Narrator:
         self.max_new_tokens = max_new_tokens
 
     def introduce(self, request: str, items: list[dict], categories: list[list[str]] | None = None,
-                  seed_text: str | None = None) -> str:
+                  seed_text: str | None = None, max_new_tokens: int | None = None) -> str:
         """One or two sentences presenting ``items`` (``{"title", "index"}``, best first) for ``request``."""
         if not items:
             return ""
@@ -48,20 +48,21 @@ class Narrator:
         first = _stable_index(seed_text or request, len(OPENERS))
         for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
             opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
-            continuation = self._generate(SYSTEM_PROMPT, request, f"Here are my picks for you:\n{listing}\n\n{opener}")
+            continuation = self._generate(SYSTEM_PROMPT, request, f"Here are my picks for you:\n{listing}\n\n{opener}",
+                                          max_new_tokens)
             words = self._keep_listed(continuation, {item["index"] for item in items})
             if words:
                 return f"{opener} {words}"
         return ""
 
-    def greet(self, message: str) -> str:
+    def greet(self, message: str, max_new_tokens: int | None = None) -> str:
         """A plain answer in words to a message that asks for nothing (a greeting, thanks)."""
         opener = "Hello!" if not re.search(r"\bthank", message, re.I) else "You're welcome!"
-        words = self._generate(GREETING_SYSTEM_PROMPT, message, opener)
+        words = self._generate(GREETING_SYSTEM_PROMPT, message, opener, max_new_tokens)
         return f"{opener} {self._keep_listed(words, set(), sentences=2)}".strip()
 
     @torch.no_grad()
-    def _generate(self, system: str, user: str, prefix: str) -> str:
+    def _generate(self, system: str, user: str, prefix: str, max_new_tokens: int | None = None) -> str:
         tokenizer = self.tokenizer
         turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if getattr(tokenizer, "chat_template", None):
@@ -72,7 +73,7 @@ class Narrator:
             device = next(model.parameters()).device
             ids = tokenizer(prompt + prefix, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                                 max_new_tokens=self.max_new_tokens, repetition_penalty=1.3, no_repeat_ngram_size=3,
+                                 max_new_tokens=max_new_tokens or self.max_new_tokens, repetition_penalty=1.3, no_repeat_ngram_size=3,
                                  bad_words_ids=self.banned or None, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
@@ -85,13 +86,15 @@ class Narrator:
         for sentence in _SENTENCE_END.split(text.strip())[:sentences]:
             if not sentence or sentence[-1] not in ".!?":
                 break
-            if self.mentions is not None and any(i not in listed for i in self.mentions(sentence)):
+            if self._names_unlisted(sentence, listed):
                 break
             kept.append(sentence)
-        if not kept and text and self.mentions is not None and not any(i not in listed for i in self.mentions(text)):
-            # the first sentence ran past the token limit: keep it, closed
-            kept = [text.rstrip(" ,;:-") + "."] if len(text.split()) >= 3 else []
+        if not kept and len(text.split()) >= 3 and not self._names_unlisted(text, listed):
+            kept = [text.rstrip(" ,;:-") + "."]  # the first sentence ran past the token limit: keep it, closed
         return " ".join(kept)
+
+    def _names_unlisted(self, text: str, listed: set[int]) -> bool:
+        return self.mentions is not None and any(i not in listed for i in self.mentions(text))
 
 
 def _stable_index(text: str, n: int) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
+from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -71,18 +72,11 @@ def check_saved_args(config: dict, where: Path) -> None:
                                 "or retrain")
 
 
-class _adapter_off:
+@contextmanager
+def _adapter_off(model):
     """``with _adapter_off(peft_model) as base:`` the whole base model, adapter disabled."""
-
-    def __init__(self, model):
-        self.model, self._context = model, model.disable_adapter()
-
-    def __enter__(self):
-        self._context.__enter__()
-        return self.model
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
+    with model.disable_adapter():
+        yield model
 
 
 class SidRecommender:
@@ -106,24 +100,23 @@ class SidRecommender:
         return first_layers_view(self.model, layers) if layers and self.config.get("peft") else self.model
 
     @property
+    def two_paths(self) -> bool:
+        """Whether the ID path is a first-layers view of a whole loaded base (a layer-cut adapter)."""
+        return self.id_model is not self.model
+
+    @property
     def has_words_path(self) -> bool:
         """Whether a whole pretrained instruct LM can write words around a list: the base under a layer-cut
         adapter (adapter off), or a whole pretrained LM trained on a text task (adapter on)."""
         cfg = self.config
-        if cfg.get("from_scratch"):
-            return False
-        if pretrained_layers(cfg):
-            return bool(cfg.get("peft")) and self.id_model is not self.model
-        return bool(self.prompt_builder.args.text_tasks)
+        if self.two_paths:
+            return True
+        return not cfg.get("from_scratch") and not pretrained_layers(cfg) and bool(self.prompt_builder.args.text_tasks)
 
     def words_model(self):
         """A context manager giving the model that writes words: the whole base with the adapter off for a
         layer-cut adapter, else the model itself (one path does both)."""
-        from contextlib import nullcontext
-
-        if pretrained_layers(self.config) and self.config.get("peft"):
-            return _adapter_off(self.model)
-        return nullcontext(self.model)
+        return _adapter_off(self.model) if self.two_paths else nullcontext(self.model)
 
     @property
     def device(self) -> torch.device:
