@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sid4llm.lm",),
     ("sid4llm.pipeline",),
     ("sid4llm.evaluation",),
+    ("sid4llm.serving",),
     ("sid4llm.cli",),
     ("sid4llm.commands", "sid4llm.__main__"),
 ]

@@ -68,7 +68,8 @@ class RecommendationPipeline:
             self._titles = TitleIndex(cb.titles or cb.item_ids, cb.popularity, cb.item_ids, self.fuzzy_cutoff)
         return self._titles
 
-    def _item(self, index: int, score: float | None = None) -> dict:
+    def item(self, index: int, score: float | None = None) -> dict:
+        """The record every answer lists an item as: ``{"item_id", "title", "index", "score"}``."""
         cb = self.codebook
         return {"item_id": cb.item_ids[index], "title": cb.titles[index] if cb.titles else cb.item_ids[index],
                 "index": index, "score": score}
@@ -105,7 +106,7 @@ class RecommendationPipeline:
         banned = set(self.resolve(list(exclude), by_index))
         results = self.recommender.recommend(histories, k=min(k, len(self.codebook)), num_beams=num_beams, style=style,
                                              exclude_seen=exclude_history, exclude=[banned] * len(histories))
-        out = [[self._item(r["index"], r["score"]) for r in ranked] for ranked in results]
+        out = [[self.item(r["index"], r["score"]) for r in ranked] for ranked in results]
         return out if batch else out[0]
 
     # ------------------------------------------------------------------ chatting
@@ -182,10 +183,10 @@ class RecommendationPipeline:
         results = self.recommender.recommend([list(named)], k=min(k, len(self.codebook)), num_beams=num_beams,
                                              style=style, exclude=[set(exclude)],
                                              texts=[text] if style == "request" else None)
-        return [self._item(r["index"], r["score"]) for r in results[0]]
+        return [self.item(r["index"], r["score"]) for r in results[0]]
 
     def _reply(self, words: str, items: list[dict], named: list[int], unknown: list[str], note: str) -> dict:
-        understood = [self._item(i) for i in named]
+        understood = [self.item(i) for i in named]
         parts = [note] if note else []
         if unknown:
             parts.append("I couldn't find " + ", ".join(f"\"{u}\"" for u in unknown) + " in the catalogue.")
@@ -211,7 +212,7 @@ class RecommendationPipeline:
 
             embeddings = encode_texts(list(texts if texts is not None else titles), encoder, show_progress=False)
         self.recommender.add_items(item_ids, embeddings, titles, categories)
-        return [self._item(self.codebook.index_of(str(i))) for i in item_ids]
+        return [self.item(self.codebook.index_of(str(i))) for i in item_ids]
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> Path:
         return self.recommender.save_pretrained(save_directory, **kwargs)

@@ -1,5 +1,5 @@
 """The package's shape: no import cycles and no import from a lower layer to a higher one (data → ids →
-ID tokens → decoding → LM → pipeline → evaluation → commands), checked on every import, including those
+ID tokens → decoding → LM → pipeline → evaluation → serving → commands), checked on every import, including those
 inside functions (scripts/import_graph.py prints the graph)."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "train a causal LM to write item IDs (from scratch, full or LoRA; accelerate launch)"),
     "evaluate": ("evaluate", "recall/NDCG/coverage on the valid or test split against the most-popular floor"),
     "chat": ("chat", "talk to a trained recommender: titles in, catalogue items out"),
+    "serve": ("serve", "serve a trained recommender over HTTP: /v1/recommend, OpenAI-compatible /v1/chat/completions"),
     "add-items": ("add_items", "give new (cold-start) items IDs without changing any existing one"),
     "quickstart": ("quickstart", "every step in one run on bundled MovieLens-1M and SmolLM2, sized for 2 CPU cores"),
     "reproduce-paper": ("reproduce_paper", "the claims of arXiv 2602.16375 on one dataset, with results.md"),
