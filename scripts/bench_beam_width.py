@@ -15,14 +15,14 @@ from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
 from sid4llm.lm.recommender import SidRecommender
-from sid4llm.reporting import machine_description, write_json
+from sid4llm.reporting import machine_description, markdown_table, write_json
 
 
 @dataclass
 class BeamWidthArguments:
-    model: str = field(default=None, metadata={"help": "A trained recommender folder (recipes/finetune.py output)."})
-    data_dir: str = field(default=None, metadata={"help": "The prepared dataset it was trained on."})
-    beams: str = field(default="10,20,50,100", metadata={"help": "Beam widths to compare."})
+    model: str = field(metadata={"help": "A trained recommender folder (recipes/finetune.py output)."})
+    data_dir: str = field(metadata={"help": "The prepared dataset it was trained on."})
+    beams: list[int] = field(default_factory=lambda: [10, 20, 50, 100], metadata={"help": "Beam widths to compare."})
     split: str = field(default="test", metadata={"help": "valid or test."})
     max_users: int | None = field(default=1000, metadata={"help": "Seeded random sample of users (0 = all)."})
     batch_size: int = field(default=16, metadata={"help": "Users per decoding batch."})
@@ -30,12 +30,10 @@ class BeamWidthArguments:
 
 
 def main(args: BeamWidthArguments) -> list[dict]:
-    if not args.model or not args.data_dir:
-        raise SystemExit("error: --model and --data_dir are required")
     recommender = SidRecommender.from_pretrained(args.model)
     data = PreparedData.load(args.data_dir)
     rows = []
-    for beams in (int(b) for b in args.beams.split(",")):
+    for beams in args.beams:
         # Cut-offs up to 10 only: the search keeps max(num_beams, largest K) beams, so K=20 would hide widths below 20.
         result = evaluate_recommender(recommender, data, args.split, (1, 5, 10), num_beams=beams,
                                       batch_size=args.batch_size, max_users=args.max_users or None,
@@ -46,10 +44,7 @@ def main(args: BeamWidthArguments) -> list[dict]:
                      "users_per_second": round(m["users_per_second"], 1),
                      "most_popular_recall@10": result["most_popular"]["recall@10"]})
         print(rows[-1], flush=True)
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    print(markdown_table(list(rows[0]), [[f"{v:.4f}" if isinstance(v, float) else v for v in row.values()] for row in rows]))
     if args.json:
         write_json(args.json, {"model": args.model, "users": result["model"]["n_users"],
                                "machine": machine_description(), "rows": rows})

@@ -18,7 +18,7 @@ from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
 from sid4llm.evaluation.chat_benchmark import category_precision, chat_turns, mention_scores, prompt_recall
 from sid4llm.pipeline import RecommendationPipeline
-from sid4llm.reporting import machine_description, write_json
+from sid4llm.reporting import machine_description, markdown_table, write_json
 
 # Everyday requests for the words benchmark (and the README's transcript): none names a title but the last two.
 CHAT_REQUESTS = ["I want a funny animated movie for my kids", "Recommend a scary horror film", "A good war movie please",
@@ -29,8 +29,8 @@ CHAT_REQUESTS = ["I want a funny animated movie for my kids", "Recommend a scary
 
 @dataclass
 class ChatBenchArguments:
-    model: str = field(default=None, metadata={"help": "A trained recommender folder or Hub id."})
-    data_dir: str = field(default=None, metadata={"help": "The prepared dataset it was trained on."})
+    model: str = field(metadata={"help": "A trained recommender folder or Hub id."})
+    data_dir: str = field(metadata={"help": "The prepared dataset it was trained on."})
     requests: int = field(default=150, metadata={"help": "Held-out requests for category precision@5."})
     users: int = field(default=500, metadata={"help": "Test users for recall@10 from the natural-language prompt."})
     seed: int = field(default=0, metadata={"help": "Seed of the user sample (and, + 1, of the requests)."})
@@ -38,8 +38,6 @@ class ChatBenchArguments:
 
 
 def main(args: ChatBenchArguments) -> dict:
-    if not args.model or not args.data_dir:
-        raise SystemExit("error: --model and --data_dir are required")
     pipe = RecommendationPipeline.from_pretrained(args.model)
     data = PreparedData.load(args.data_dir)
     start = time.time()
@@ -59,9 +57,7 @@ def main(args: ChatBenchArguments) -> dict:
         ("recall@10, ID stream", recall["recall_id_stream"]),
         ("recall@10, most popular", recall["recall_most_popular"]),
     ]
-    print("| measure | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value:.3f} |")
+    print(markdown_table(["measure", "value"], [[name, f"{value:.3f}"] for name, value in rows]))
     print(f"\n{precision['n_requests']} requests, {mentions['mentions']} labelled mentions, {len(turns['transcript'])} "
           f"chat turns, {recall['n_users']} test users; {time.time() - start:.0f} s")
     result = {"model": args.model, "machine": machine_description(), "category_precision": precision,

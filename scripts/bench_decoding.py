@@ -22,12 +22,15 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.decoding.beam_search import TrieLogitsProcessor, left_pad
+from sid4llm.decoding import TrieLogitsProcessor, left_pad
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
-from sid4llm.lm.models import load_tokenizer
+from sid4llm.lm.embedding_init import init_id_embeddings
+from sid4llm.lm.models import ModelArguments, load_tokenizer
 from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.tokenization import IdVocabulary, init_id_embeddings
-from sid4llm.reporting import write_json
+from sid4llm.lm.recommender_config import SidRecommenderConfig
+from sid4llm.lm.tasks import TaskArguments
+from sid4llm.reporting import markdown_table, write_json
+from sid4llm.vocabulary import IdVocabulary
 
 
 @dataclass
@@ -62,8 +65,9 @@ def random_recommender(args: DecodingBenchArguments) -> SidRecommender:
                                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
     init_id_embeddings(model, vocab, "random")
     model.eval()
-    task_args = {"history_token_budget": 160, "max_history_items": 30, "prompt_format": "plain", "system_prompt": ""}
-    return SidRecommender(model, vocab, recommendation_generation_config(vocab, args.num_beams), {"task_args": task_args})
+    task_args = TaskArguments(history_token_budget=160, max_history_items=30, prompt_format="plain", system_prompt="")
+    config = SidRecommenderConfig(base_model="random", model_args=ModelArguments(from_scratch=True), task_args=task_args)
+    return SidRecommender(model, vocab, recommendation_generation_config(vocab, args.num_beams), config)
 
 
 def python_trie(rec: SidRecommender) -> dict:
@@ -160,9 +164,9 @@ def main(args: DecodingBenchArguments) -> dict:
                   "n_items": n, "queries": args.queries, "num_beams": args.num_beams, "batch_size": args.batch_size,
                   "device": str(rec.device), "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
-    print("\n| method | queries/s | ms/query | invalid top-1 |\n|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['queries_per_second']} | {r['ms_per_query']} | {r['invalid_rate_top1']:.2f} |")
+    print("\n" + markdown_table(["method", "queries/s", "ms/query", "invalid top-1"],
+                                [[name, r["queries_per_second"], r["ms_per_query"], f"{r['invalid_rate_top1']:.2f}"]
+                                 for name, r in rows.items()]))
     print(f"\nspeedup vs prefix_allowed_tokens_fn: {result['speedup_vs_prefix_allowed_tokens_fn']}x; "
           f"overhead vs unconstrained: {result['overhead_vs_unconstrained']}x")
     if args.json:

@@ -18,7 +18,7 @@ from transformers import TrainingArguments
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.decoding.beam_search import IdDecoder
+from sid4llm.decoding.columns import IdDecoder
 from sid4llm.lm.finetuning import (
     IdLossTrainer,
     ModelArguments,
@@ -35,7 +35,7 @@ class InitBenchArguments:
     data_dir: str = field(default=None, metadata={"help": "Prepared dataset."})
     codebook: str = field(default=None, metadata={"help": "Saved codebook (or train_ids output folder)."})
     model_name_or_path: str = field(default="default", metadata={"help": "Causal LM."})
-    strategies: str = field(default="titles,mean,random", metadata={"help": "Strategies to compare."})
+    strategies: list[str] = field(default_factory=lambda: ["titles", "mean", "random"], metadata={"help": "Strategies to compare."})
     eval_examples: int = field(default=128, metadata={"help": "Held-out examples for the loss."})
     train_steps: int = field(default=20, metadata={"help": "LoRA steps before the second measurement (0 = none)."})
     batch_size: int = field(default=8, metadata={"help": "Packed rows per batch (training and evaluation)."})
@@ -61,15 +61,15 @@ def main(args: InitBenchArguments) -> list[dict]:
     data = PreparedData.load(args.data_dir)
     codebook = load_codebook(args.codebook)
     rows = []
-    for strategy in args.strategies.split(","):
+    for strategy in args.strategies:
         model_args = ModelArguments(model_name_or_path=args.model_name_or_path, embedding_init=strategy)
         model, vocab = build_model_and_vocab(model_args, codebook, args.seed)
-        task_args = TaskArguments(tasks="sequential", sequential_targets="last", max_examples_per_task=args.eval_examples,
+        task_args = TaskArguments(tasks=["sequential"], sequential_targets="last", max_examples_per_task=args.eval_examples,
                                   history_token_budget=args.history_token_budget)
         length = task_args.row_length(vocab)
         held_out = pack_segments(build_segments(data, vocab, task_args, "valid"), length)
         # Two windows fill a packed row: enough windows for train_steps steps of batch_size rows.
-        train_args = TaskArguments(tasks="sequential", max_examples_per_task=2 * args.train_steps * args.batch_size,
+        train_args = TaskArguments(tasks=["sequential"], max_examples_per_task=2 * args.train_steps * args.batch_size,
                                    history_token_budget=args.history_token_budget)
         train = pack_segments(build_segments(data, vocab, train_args, "train"), length, args.seed)
         model = apply_lora(model, model_args, vocab)

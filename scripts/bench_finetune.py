@@ -2,10 +2,10 @@
 
     python scripts/bench_finetune.py --config sid4llm/configs/finetune/from_scratch.yaml \
         --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
-        --compare "scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids" --json outputs/bench_finetune.json
+        --compare "scratch_tokenizer=text id_softmax=false" "scratch_tokenizer=ids" --json outputs/bench_finetune.json
 
-Takes every flag of recipes/finetune.py. ``--compare "A|B"`` runs once per variant (``FIELD=none`` sets an optional field to None), side by side in one table;
-a variant is ``FIELD=VALUE[,FIELD=VALUE...]`` (e.g. ``"scratch_tokenizer=text,id_softmax=false|scratch_tokenizer=ids"``:
+Takes every flag of recipes/finetune.py. ``--compare A B`` runs once per variant (``FIELD=none`` sets an optional field to None), side by side in one table;
+a variant is one argument ``"FIELD=VALUE [FIELD=VALUE ...]"`` (e.g. ``"scratch_tokenizer=text id_softmax=false" "scratch_tokenizer=ids"``:
 a text vocabulary with the whole-vocabulary loss, as before, vs an ID-only vocabulary with the ID-token loss). Counts what the model actually processed: tokens (padding
 included, and without it) and item targets (the end markers it learned to write).
 """
@@ -31,15 +31,15 @@ from sid4llm.lm.finetuning import (
     run_finetune,
 )
 from sid4llm.lm.tasks import PackedCollator, TaskArguments
-from sid4llm.reporting import write_json
+from sid4llm.reporting import markdown_table, write_json
 
 
 @dataclass
 class BenchArguments:
     json: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
     warmup_steps_excluded: int = field(default=2, metadata={"help": "Steps not timed (allocation, first-call overhead)."})
-    compare: str | None = field(default=None, metadata={"help": "Variants separated by |, each FIELD=VALUE[,FIELD=VALUE]: "
-                                                                 "one run per variant, side by side."})
+    compare: list[str] | None = field(default=None, metadata={"help": "Variants, each one argument \"FIELD=VALUE [FIELD=VALUE ...]\": "
+                                                                       "one run per variant, side by side."})
 
 
 class StepTimer(TrainerCallback):
@@ -118,7 +118,7 @@ def parse_value(owner, key: str, value: str):
 def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> list[dict]:
     variants = [("as configured", {})]
     if bench.compare:
-        variants = [(v.strip(), dict(pair.split("=", 1) for pair in v.strip().split(","))) for v in bench.compare.split("|")]
+        variants = [(v.strip(), dict(pair.split("=", 1) for pair in v.split())) for v in bench.compare]
     rows = []
     for label, change in variants:
         args = [copy.deepcopy(a) for a in (model_args, data_args, task_args, training_args)]
@@ -130,11 +130,7 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
         args[3].output_dir = tempfile.mkdtemp(prefix="bench_finetune_")
         rows.append({"variant": label, **run_one(*args, bench)})
         print(rows[-1], flush=True)
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    print(markdown_table(list(rows[0]), [list(row.values()) for row in rows]))
     peak_note = ("peak_rss_gib is the process's peak so far: list the smallest variant first, so that each later "
                  "row's peak is its own when it needs more")
     if bench.json:

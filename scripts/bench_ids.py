@@ -1,7 +1,7 @@
 """Train every ID method on the same embeddings and print one comparison table (and write JSON).
 
     python scripts/bench_ids.py --data_dir data/ml-1m                      # all four methods, their YAML configs
-    python scripts/bench_ids.py --data_dir data/ml-1m --epochs 1 --methods varlen_dvae,rqkmeans
+    python scripts/bench_ids.py --data_dir data/ml-1m --epochs 1 --methods varlen_dvae rqkmeans
     python scripts/bench_ids.py --scaling_only                             # time vs catalogue size, synthetic
     python scripts/bench_ids.py --data_dir data/ml-1m --methods fixed_dvae \
         --variants "c6: varlen_dvae; c9: varlen_dvae --length_cost 9; L5: varlen_dvae --max_length 5"   # a study
@@ -34,6 +34,7 @@ from sid4llm.ids import (
     save_training_outputs,
     train_semantic_ids,
 )
+from sid4llm.reporting import markdown_table
 
 METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]
 
@@ -41,14 +42,14 @@ METHODS = ["varlen_dvae", "fixed_dvae", "rqkmeans", "reinforce"]
 @dataclass
 class BenchArguments:
     data_dir: str | None = field(default=None, metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
-    methods: str = field(default=",".join(METHODS), metadata={"help": "Comma-separated shipped config names (sid4llm/configs/ids/) ('' for none)."})
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "Shipped config names (sid4llm/configs/ids/) to compare."})
     variants: str = field(default="", metadata={"help": "More runs, ';'-separated, each 'label: config_name --flag value ...' (a config with overrides)."})
     epochs: float | None = field(default=None, metadata={"help": "Override every config's epochs."})
     seed: int = field(default=0, metadata={"help": "Seed for every method."})
     output_dir: str = field(default="outputs/bench_ids", metadata={"help": "Codebooks, plots and results.json go here."})
     scaling: bool = field(default=False, metadata={"help": "Also time training and encoding vs catalogue size."})
     scaling_only: bool = field(default=False, metadata={"help": "Only the scaling table (no dataset needed)."})
-    scaling_sizes: str = field(default="1000,10000,100000", metadata={"help": "Catalogue sizes for --scaling."})
+    scaling_sizes: list[int] = field(default_factory=lambda: [1000, 10000, 100000], metadata={"help": "Catalogue sizes for --scaling."})
     scaling_steps: int = field(default=30, metadata={"help": "Training steps timed per size."})
 
 
@@ -68,7 +69,7 @@ def fmt(value, digits=3):
 
 def runs(args: BenchArguments) -> list[tuple[str, str, list[str]]]:
     """(label, config name, extra flags) for every method and variant."""
-    out = [(name, name, []) for name in args.methods.split(",") if name.strip()]
+    out = [(name, name, []) for name in args.methods]
     for entry in filter(str.strip, args.variants.split(";")):
         label, _, rest = entry.partition(":")
         if not rest.strip():
@@ -118,7 +119,7 @@ def print_table(rows: list[dict]) -> str:
               "collisions", "train steps", "train s"]
     if fixed:
         header[3:3] = ["codes per interaction / fixed", "recon (unigram) / fixed"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table_rows = []
     for r in rows:
         cells = [r["method"], fmt(r["mean_length_uniform"], 2), fmt(r["mean_length_unigram"], 2),
                  fmt(r["recon_mse_uniform"]), fmt(r["recon_mse_unigram"]), fmt(r["spearman_length_popularity"]),
@@ -129,8 +130,8 @@ def print_table(rows: list[dict]) -> str:
             recon = r["recon_mse_unigram"]
             cells[3:3] = [fmt(r["mean_length_unigram"] / fixed["mean_length_unigram"], 2),
                           fmt(recon / fixed["recon_mse_unigram"], 2) if recon is not None else "–"]
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+        table_rows.append(cells)
+    table = markdown_table(header, table_rows)
     print(table)
     return table
 
@@ -138,7 +139,7 @@ def print_table(rows: list[dict]) -> str:
 def scaling(args: BenchArguments) -> list[dict]:
     """Seconds per training step and items/s at encode time, as the catalogue grows."""
     rows = []
-    for n in (int(s) for s in args.scaling_sizes.split(",")):
+    for n in args.scaling_sizes:
         rng = np.random.default_rng(0)
         x = rng.normal(size=(n, 384)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)

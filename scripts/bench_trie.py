@@ -1,7 +1,7 @@
 """Prefix-trie build time and memory as the catalogue grows (random variable-length IDs).
 
     python scripts/bench_trie.py                       # 1k, 10k, 100k, 1M items
-    python scripts/bench_trie.py --sizes 1000,10000 --json outputs/bench_trie.json
+    python scripts/bench_trie.py --sizes 1000 10000 --json outputs/bench_trie.json
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 from sid4llm.cli import parse_config_and_args
 from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
-from sid4llm.reporting import write_json
+from sid4llm.reporting import markdown_table, write_json
 
 
 @dataclass
 class TrieBenchArguments:
-    sizes: str = field(default="1000,10000,100000,1000000", metadata={"help": "Catalogue sizes."})
+    sizes: list[int] = field(default_factory=lambda: [1000, 10000, 100000, 1000000], metadata={"help": "Catalogue sizes."})
     vocab_size: int = field(default=256, metadata={"help": "Codes per position."})
     max_length: int = field(default=5, metadata={"help": "Longest code sequence."})
     json: str | None = field(default=None, metadata={"help": "Write results as JSON here."})
@@ -28,7 +28,7 @@ class TrieBenchArguments:
 
 def main(args: TrieBenchArguments) -> list[dict]:
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in args.sizes:
         rng = np.random.default_rng(0)
         lengths = rng.integers(1, args.max_length + 1, size=n)
         codes = rng.integers(0, args.vocab_size, size=(n, args.max_length))
@@ -48,9 +48,9 @@ def main(args: TrieBenchArguments) -> list[dict]:
                "mask_4096_rows_ms": round(step_ms, 2), "allowed_at_root": int(mask[0].sum())}
         print(row, flush=True)
         rows.append(row)
-    print("\n| items | build s | trie MiB | nodes | mask for 4,096 beams (ms) |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['n_items']:,} | {r['trie_build_seconds']} | {r['trie_mib']} | {r['nodes']:,} | {r['mask_4096_rows_ms']} |")
+    print("\n" + markdown_table(["items", "build s", "trie MiB", "nodes", "mask for 4,096 beams (ms)"],
+                                [[f"{r['n_items']:,}", r["trie_build_seconds"], r["trie_mib"], f"{r['nodes']:,}",
+                                  r["mask_4096_rows_ms"]] for r in rows]))
     if args.json:
         write_json(args.json, rows)
     return rows

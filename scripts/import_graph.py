@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sid4llm", "sid4llm.artifacts", "sid4llm.cache", "sid4llm.hub", "sid4llm.reporting"),
     ("sid4llm.data",),
     ("sid4llm.ids",),
-    ("sid4llm.lm.tokenization",),
+    ("sid4llm.vocabulary",),
     ("sid4llm.decoding",),
     ("sid4llm.lm",),
     ("sid4llm.pipeline",),
@@ -120,9 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     edges = import_graph(args.package)
     arrows = cross_part_arrows(edges)
-    print("| from | to | imports |\n|---|---|---|")
-    for (a, b), n in sorted(arrows.items()):
-        print(f"| {a} | {b} | {n} |")
+    from sid4llm.reporting import markdown_table
+
+    print(markdown_table(["from", "to", "imports"], [[a, b, n] for (a, b), n in sorted(arrows.items())]))
     result = {"modules": len(edges), "imports": sum(map(len, edges.values())),
               "cross_part_imports": sum(arrows.values()), "cross_part_pairs": len(arrows),
               "cycles": cycles(edges), "upward_imports": upward_imports(edges)}

@@ -3,9 +3,9 @@ time (the evaluations themselves are not counted), beside the most-popular floor
 
     python scripts/recall_vs_time.py --config sid4llm/configs/finetune/from_scratch.yaml \
         --data_dir data/ml-1m --codebook outputs/ids/varlen --output_dir outputs/curves/from_scratch \
-        --at_minutes 1,2,4,8 --max_steps 1000 --curve_users 500 --label "from scratch"
+        --at_minutes 1 2 4 8 --max_steps 1000 --curve_users 500 --label "from scratch"
     python scripts/recall_vs_time.py --json docs/recall_vs_time.json --plot docs/recall_vs_time.png \
-        --merge outputs/curves/from_scratch/curve.json,outputs/curves/smollm2/curve.json     # one plot of runs
+        --merge outputs/curves/from_scratch/curve.json outputs/curves/smollm2/curve.json     # one plot of runs
 
 Takes every flag of recipes/finetune.py. The run keeps its own schedule (``max_steps`` or epochs), so a point
 at minute 4 of a 10-minute cosine run is what that run had learned by then, not what a 4-minute run would
@@ -28,19 +28,20 @@ from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
 from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, build_vocab, load_codebook, run_finetune
 from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
+from sid4llm.lm.recommender_config import SidRecommenderConfig
 from sid4llm.lm.tasks import TaskArguments
-from sid4llm.reporting import machine_description, write_json
+from sid4llm.reporting import machine_description, markdown_table, write_json
 
 
 @dataclass
 class CurveArguments:
-    at_minutes: str = field(default="1,2,4,8", metadata={"help": "Training minutes at which to evaluate (the run's "
+    at_minutes: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0], metadata={"help": "Training minutes at which to evaluate (the run's "
                                                                   "end is always a point too)."})
     curve_users: int = field(default=500, metadata={"help": "Test users per point (a seeded random sample)."})
     curve_beams: int = field(default=20, metadata={"help": "Beam width of the evaluations."})
     label: str | None = field(default=None, metadata={"help": "Name of this run in the table and plot."})
     stop_after_last_mark: bool = field(default=True, metadata={"help": "End the run at the last mark."})
-    merge: str | None = field(default=None, metadata={"help": "Comma-separated curve.json files: plot them together "
+    merge: list[str] | None = field(default=None, metadata={"help": "curve.json files: plot them together "
                                                              "(no training)."})
     json: str | None = field(default=None, metadata={"help": "With --merge: write the merged curves here."})
     plot: str | None = field(default=None, metadata={"help": "With --merge: the plot (PNG)."})
@@ -89,7 +90,8 @@ class RecallClock(TrainerCallback):
 def run_curve(model_args, data_args, task_args, training_args, curve: CurveArguments) -> dict:
     data = PreparedData.load(data_args.data_dir)
     vocab = build_vocab(model_args, load_codebook(data_args.codebook), task_args.text_tasks)  # the run's token ids
-    config = {"task_args": asdict(task_args)}
+    config = SidRecommenderConfig(base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args,
+                                  from_scratch=model_args.from_scratch)
 
     def evaluate(model) -> dict:
         recommender = SidRecommender(model, vocab, recommendation_generation_config(vocab, curve.curve_beams), config)
@@ -98,7 +100,7 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
         return {"recall@10": ev["model"]["recall@10"], "ndcg@10": ev["model"]["ndcg@10"],
                 "coverage@10": ev["model"]["coverage@10"], "most_popular_recall@10": ev["most_popular"]["recall@10"]}
 
-    clock = RecallClock([float(m) for m in curve.at_minutes.split(",") if m.strip()], evaluate,
+    clock = RecallClock(list(curve.at_minutes), evaluate,
                         curve.stop_after_last_mark)
     start = time.time()
     run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock])
@@ -122,16 +124,13 @@ def first_minutes(points: list[dict], level: float | None) -> float | None:
 
 
 def print_table(curves: list[dict]) -> None:
-    print("| run | minutes | step | recall@10 | coverage@10 | most popular |")
-    print("|---|---|---|---|---|---|")
-    for c in curves:
-        for p in c["points"]:
-            print(f"| {c['label']} | {p['minutes']:.1f} | {p['step']} | {p['recall@10']:.4f} | {p['coverage@10']:.3f} | "
-                  f"{p['most_popular_recall@10']:.4f} |")
+    print(markdown_table(["run", "minutes", "step", "recall@10", "coverage@10", "most popular"],
+                         [[c["label"], f"{p['minutes']:.1f}", p["step"], f"{p['recall@10']:.4f}", f"{p['coverage@10']:.3f}",
+                           f"{p['most_popular_recall@10']:.4f}"] for c in curves for p in c["points"]]))
 
 
 def merge_curves(curve: CurveArguments) -> list[dict]:
-    curves = [json.loads(Path(f.strip()).read_text()) for f in curve.merge.split(",") if f.strip()]
+    curves = [json.loads(Path(f).read_text()) for f in curve.merge]
     print_table(curves)
     if curve.json:
         write_json(curve.json, {"curves": curves})

@@ -6,7 +6,7 @@ _LAZY = {
     "SemanticIdCodebook": "sid4llm.ids",
     "SidRecommender": "sid4llm.lm.recommender",
     "RecommendationPipeline": "sid4llm.pipeline",
-    "IdVocabulary": "sid4llm.lm.tokenization",
+    "IdVocabulary": "sid4llm.vocabulary",
     "PreparedData": "sid4llm.data",
 }
 

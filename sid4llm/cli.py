@@ -4,7 +4,7 @@ values and explicit flags overriding them, as in TRL's scripts), and how a comma
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,30 @@ def resolve_config(value: str | Path) -> Path:
     raise FileNotFoundError(f"config file not found: {value} (neither a file nor a shipped config: {', '.join(names)})")
 
 
-def as_flags(**values: Any) -> list[str]:
-    """Keyword values as command-line flags (``None`` left out), so that a command calling another goes through
-    the same typed parser a user's flags do."""
-    return [item for k, v in values.items() if v is not None for item in (f"--{k}", str(v))]
+def read_config(config: str | Path | None) -> dict[str, Any]:
+    """The mapping a YAML config holds (a file, or a shipped config's name); ``{}`` for no config."""
+    if config is None:
+        return {}
+    path = resolve_config(config)
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values")
+    return values
+
+
+def load_arguments(types: Sequence[type], config: str | Path | None = None, **overrides: Any) -> tuple[Any, ...]:
+    """One instance per dataclass in ``types``, from a YAML ``config`` with ``overrides`` on top, the way one
+    command calls another (typed values in, typed values out; no argv strings between them). A key that no
+    dataclass knows is an error naming it; an override of ``None`` means "not given" (the config's value or
+    the default stays); paths are taken as strings."""
+    values = read_config(config)
+    values.update({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
+    parser = HfArgumentParser(list(types))
+    try:
+        return tuple(parser.parse_dict(values, allow_extra_keys=False))
+    except ValueError as err:
+        where = f" (config {config})" if config is not None else ""
+        raise ValueError(f"{err}{where}") from None
 
 
 def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: list[str] | None = None) -> tuple[Any, ...]:

@@ -12,6 +12,33 @@ import numpy as np
 import pytest
 
 
+class _LibraryNotices:
+    """transformers says some deprecations and ignored settings through its logger, not as warnings: collect them,
+    so a test that meets one fails like a FutureWarning does (``filterwarnings`` in pyproject.toml)."""
+
+    WORDS = ("deprecated", "not valid and may be ignored")
+
+    def __init__(self):
+        import logging
+
+        self.seen: list[str] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: self.seen.append(record.getMessage()) if any(
+            w in record.getMessage() for w in self.WORDS) else None
+        logging.getLogger("transformers").addHandler(handler)
+
+
+_NOTICES = _LibraryNotices()
+
+
+@pytest.fixture(autouse=True)
+def no_library_deprecation_notices():
+    before = len(_NOTICES.seen)
+    yield
+    new = _NOTICES.seen[before:]
+    assert not new, f"transformers logged a deprecation or an ignored setting: {new}"
+
+
 def make_events(n_users: int = 12, n_items: int = 10, per_user: int = 7, seed: int = 0) -> list[tuple[str, str, int]]:
     """A small event log (user, item, unix seconds) in which every user has ``per_user`` distinct items,
     so 5-core filtering keeps everyone, with some timestamps tied inside a user on purpose."""
@@ -184,7 +211,7 @@ def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
     out = tmp_path_factory.mktemp("pipeline") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
                  SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
-                 TaskArguments(tasks="sequential,natural_language,alignment", windows_per_user=2,
+                 TaskArguments(tasks=["sequential", "natural_language", "alignment"], windows_per_user=2,
                                history_token_budget=40, max_seq_length=128),
                  TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
                                    save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
@@ -197,7 +224,7 @@ def vocab(tiny_lm_dir, tiny_prepared):
     from transformers import AutoTokenizer
 
     from sid4llm.ids import SemanticIdCodebook
-    from sid4llm.lm.tokenization import IdVocabulary
+    from sid4llm.vocabulary import IdVocabulary
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     return IdVocabulary.extend(tokenizer, SemanticIdCodebook.from_pretrained(tiny_prepared["codebook_dir"]))
@@ -235,7 +262,7 @@ def chat_dir(tmp_path_factory, tiny_lm_dir, chat_prepared) -> str:
     out = tmp_path_factory.mktemp("chat") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, pretrained_layers=1, peft_layers="full"),
                  SidDataArguments(data_dir=chat_prepared["data_dir"], codebook=chat_prepared["codebook_dir"], eval_examples=0),
-                 TaskArguments(tasks="sequential,requests", request_examples=200, history_token_budget=40, max_seq_length=128),
+                 TaskArguments(tasks=["sequential", "requests"], request_examples=200, history_token_budget=40, max_seq_length=128),
                  TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
                                    save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
     return str(out)

@@ -325,3 +325,24 @@ def test_a_pin_that_disagrees_with_the_tokenizer_is_refused(saved_copy):
     record_file.write_text(json.dumps(pin))
     with pytest.raises(ArtifactError, match="other token ids than when the model was saved"):
         SidRecommender.from_pretrained(saved_copy)
+
+
+def test_an_unknown_setting_in_the_saved_config_is_named(saved_copy, tmp_path):
+    config_file = saved_copy / "sid4llm_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "lerning_rate": 0.1}))
+    with pytest.raises(ArtifactError, match=r"sid4llm_config\.json: unknown key\(s\) \['lerning_rate'\]") as err:
+        SidRecommender.from_pretrained(saved_copy)
+    record("saved config with an unknown key", err.value, tmp_path)
+
+
+def test_a_config_saved_before_results_moved_out_still_loads(saved_copy):
+    """Format 0: results mixed into sid4llm_config.json and tasks as one comma-separated string."""
+    config_file, results_file = saved_copy / "sid4llm_config.json", saved_copy / "results.json"
+    config, results = json.loads(config_file.read_text()), json.loads(results_file.read_text())
+    del config["format_version"]
+    config["task_args"]["tasks"] = ",".join(config["task_args"]["tasks"])
+    config_file.write_text(json.dumps({**config, **results}))
+    results_file.unlink()
+    rec = SidRecommender.from_pretrained(saved_copy)
+    assert rec.config.task_args.tasks == config["task_args"]["tasks"].split(",")
+    assert rec.results["metrics"] == results["metrics"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sid4llm.cli import as_flags, parse_config_and_args, resolve_config
-from sid4llm.commands import COMMANDS, main
+from sid4llm.cli import load_arguments, parse_config_and_args, resolve_config
+from sid4llm.commands import COMMANDS, finetune, main
 from sid4llm.ids import DVAEConfig, IdTrainingArguments
 from sid4llm.lm.tasks import TaskArguments
 
@@ -61,12 +61,43 @@ def test_a_local_file_wins_over_a_shipped_config_of_the_same_name(tmp_path, monk
     assert config.length_cost == 2.5
 
 
-def test_values_passed_between_commands_go_through_the_typed_parser():
-    (task,) = parse_config_and_args([TaskArguments], as_flags(history_token_budget=64, max_history_items=None,
-                                                              context_fraction=0.25))
-    assert task.history_token_budget == 64 and task.context_fraction == 0.25 and task.max_history_items is None
-    with pytest.raises(SystemExit):  # a wrong type is an argparse error, not a silent string
-        parse_config_and_args([TaskArguments], as_flags(history_token_budget="many"))
+def test_commands_pass_typed_values_to_each_other_over_a_config():
+    """One command calling another: a shipped config, typed overrides on top (None: keep the config's value)."""
+    model, data, task, training = load_arguments(finetune.ARGUMENTS, "finetune/quickstart", data_dir="d", codebook="c",
+                                                 output_dir=Path("out"), max_steps=7, history_token_budget=None)
+    assert task.tasks == ["sequential", "requests"] and model.peft_layers == "full"
+    assert training.max_steps == 7 and training.output_dir == "out" and task.history_token_budget == 128
+    with pytest.raises(ValueError, match="history_tokn_budget"):  # a key no dataclass knows is refused, by name
+        load_arguments((TaskArguments,), history_tokn_budget=64)
+
+
+def test_list_fields_take_several_values_and_choice_fields_list_their_choices(capsys):
+    (task,) = parse_config_and_args([TaskArguments], ["--tasks", "sequential", "requests", "--sequential_targets", "last"])
+    assert task.tasks == ["sequential", "requests"] and task.sequential_targets == "last"
+    with pytest.raises(SystemExit):
+        parse_config_and_args([TaskArguments], ["--sequential_targets", "some"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_config_and_args([TaskArguments], ["--tasks", "sequential", "reqests"])
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_choice_field_shows_its_choices_in_help(name, capsys):
+    import dataclasses
+    import typing
+
+    module = importlib.import_module(f"sid4llm.commands.{COMMANDS[name][0]}")
+    types = module.arguments([]) if hasattr(module, "arguments") else module.ARGUMENTS
+    with pytest.raises(SystemExit):
+        parse_config_and_args(types, ["--help"])
+    shown = capsys.readouterr().out
+    for cls in types:
+        if cls.__module__.startswith("transformers"):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if typing.get_origin(hints[f.name]) is typing.Literal:
+                assert "{" + ",".join(typing.get_args(hints[f.name])) + "}" in shown, (name, f.name)
 
 
 @pytest.mark.slow

@@ -7,11 +7,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sid4llm.decoding.beam_search import TrieLogitsProcessor, id_head_rows
+from sid4llm.decoding import TrieLogitsProcessor, id_head_rows
 from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
+from sid4llm.lm.embedding_init import init_id_embeddings
+from sid4llm.lm.models import ModelArguments
 from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.tokenization import IdVocabulary, init_id_embeddings
+from sid4llm.lm.recommender_config import SidRecommenderConfig
+from sid4llm.lm.tasks import TaskArguments
+from sid4llm.vocabulary import IdVocabulary
 
 
 def random_codebook(n_items: int, vocab_size: int, max_length: int, seed: int) -> SemanticIdCodebook:
@@ -31,8 +35,9 @@ def recommender_for(tiny_lm_dir, codebook, seed=0) -> SidRecommender:
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     init_id_embeddings(model, vocab, "random", seed=seed)  # random rows: an untrained model, varied scores
     model.eval()
-    task_args = {"history_token_budget": 40, "max_history_items": 10, "system_prompt": "", "prompt_format": "chat"}
-    return SidRecommender(model, vocab, recommendation_generation_config(vocab, 4), {"task_args": task_args})
+    task_args = TaskArguments(history_token_budget=40, max_history_items=10, system_prompt="", prompt_format="chat")
+    config = SidRecommenderConfig(base_model=tiny_lm_dir, model_args=ModelArguments(), task_args=task_args)
+    return SidRecommender(model, vocab, recommendation_generation_config(vocab, 4), config)
 
 
 def test_trie_accepts_exactly_the_ids():

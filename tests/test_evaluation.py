@@ -77,7 +77,7 @@ def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "evaluate.py"),
            "--model", str(out), "--data_dir", tiny_prepared["data_dir"], "--split", "test",
-           "--output", str(tmp_path / "metrics.json"), "--k", "1,5", "--invalid_rate_users", "8"]
+           "--output", str(tmp_path / "metrics.json"), "--k", "1", "5", "--invalid_rate_users", "8"]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -267,9 +267,9 @@ def test_collapse_is_named_for_low_usage_and_one_code_ids():
 
 
 def shipped_varlen_config(**overrides) -> tuple[IdTrainingArguments, DVAEConfig]:
-    from sid4llm.cli import as_flags, parse_config_and_args
+    from sid4llm.cli import load_arguments
 
-    return parse_config_and_args([IdTrainingArguments, DVAEConfig], ["--config", "ids/varlen_dvae", *as_flags(**overrides)])
+    return load_arguments((IdTrainingArguments, DVAEConfig), "ids/varlen_dvae", **overrides)
 
 
 @pytest.mark.slow
@@ -307,18 +307,17 @@ def test_shipped_varlen_config_is_healthy_on_movielens_100k(tmp_path, isolated_c
 def test_a_finished_id_run_is_reused_only_with_the_same_settings(tmp_path, tiny_prepared, monkeypatch):
     """What the quickstart and the reproduction rely on to resume: the same flags load the saved codebook;
     another method setting or step count trains again instead of reusing stale IDs."""
-    from sid4llm.cli import as_flags
     from sid4llm.commands import train_ids
 
-    def flags(**changes):
-        return as_flags(**{"method": "rqkmeans", "data_dir": tiny_prepared["data_dir"], "output_dir": tmp_path / "ids",
-                           "vocab_size": 4, "max_length": 2, "allow_collapse": True, "plot": False, **changes})
+    def settings(**changes) -> dict:
+        return {"method": "rqkmeans", "data_dir": tiny_prepared["data_dir"], "output_dir": tmp_path / "ids",
+                "vocab_size": 4, "max_length": 2, "allow_collapse": True, "plot": False, **changes}
 
-    first = train_ids.trained_or_train(flags())
+    first = train_ids.trained_or_train(**settings())
     trained = []
     real_main = train_ids.main
     monkeypatch.setattr(train_ids, "main", lambda *a, **k: trained.append(a) or real_main(*a, **k))
-    again = train_ids.trained_or_train(flags())
+    again = train_ids.trained_or_train(**settings())
     assert trained == [] and again.sequences == first.sequences  # loaded, not retrained
-    train_ids.trained_or_train(flags(max_length=3))
+    train_ids.trained_or_train(**settings(max_length=3))
     assert len(trained) == 1  # another setting: trained again

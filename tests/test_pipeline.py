@@ -135,7 +135,7 @@ def test_running_out_of_disambiguation_tokens_changes_nothing(pipe):
 
 # ---------------------------------------------------------------------------------------------- hub
 BUNDLE = {"README.md", "adapter_config.json", "adapter_model.safetensors", "catalogue.json", "chat_template.jinja",
-          "generation_config.json",
+          "generation_config.json", "results.json",
           "sid4llm_config.json", "sid_vocabulary.json", "tokenizer.json", "tokenizer_config.json",
           "codebook/README.md", "codebook/codebook_config.json", "codebook/codes.safetensors",
           "codebook/encoder.safetensors", "codebook/items.json", "codebook/metrics.json"}

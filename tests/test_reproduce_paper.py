@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_path, tiny_lm_dir, tiny_prepared):
     out = tmp_path / "paper"
     cmd = [sys.executable, str(REPO / "recipes" / "reproduce_paper.py"), "--data_dir", tiny_prepared["data_dir"],
-           "--output_dir", str(out), "--seeds", "0,1", "--length_costs", "3,6", "--main_length_cost", "6",
-           "--later_seed_methods", "varlen,fixed,rqkmeans,reinforce", "--rec_sets", "varlen,fixed,rqkmeans,reinforce", "--id_steps", "3", "--id_vocab_size", "4",
-           "--rec_steps", "2", "--budget", "20", "--budgets", "10,20", "--eval_users", "5", "--num_beams", "4",
+           "--output_dir", str(out), "--seeds", "0", "1", "--length_costs", "3", "6", "--main_length_cost", "6",
+           "--later_seed_methods", "varlen", "fixed", "rqkmeans", "reinforce", "--rec_sets", "varlen", "fixed", "rqkmeans", "reinforce", "--id_steps", "3", "--id_vocab_size", "4",
+           "--rec_steps", "2", "--budget", "20", "--budgets", "10", "20", "--eval_users", "5", "--num_beams", "4",
            "--llm_steps", "1", "--llm_eval_users", "3", "--model_name_or_path", tiny_lm_dir]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -54,10 +54,10 @@ def test_a_finished_reproduction_is_reused_only_under_the_same_protocol(tmp_path
     from sid4llm.commands.reproduce_paper import ReproduceArguments, same_protocol
 
     monkeypatch.chdir(tmp_path)
-    saved = asdict(ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir="out", seeds="0",
+    saved = asdict(ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir="out", seeds=[0],
                                       rec_config="recipes/configs/finetune/from_scratch.yaml"))  # the old path
-    more_seeds = asdict(ReproduceArguments(data_dir="data", output_dir=str(tmp_path / "out"), seeds="0,1",
-                                           rec_seeds="0,1", rec_config="finetune/from_scratch"))
+    more_seeds = asdict(ReproduceArguments(data_dir="data", output_dir=str(tmp_path / "out"), seeds=[0, 1],
+                                           rec_seeds=[0, 1], rec_config="finetune/from_scratch"))
     assert same_protocol(saved, more_seeds)  # seeds added, paths spelled differently: the runs are reused
     assert not same_protocol(saved, {**more_seeds, "rec_steps": 401})
     assert not same_protocol(saved, {**more_seeds, "rec_config": "finetune/quickstart"})

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from sid4llm.data import PreparedData
+from sid4llm.lm.embedding_init import init_id_embeddings
 from sid4llm.lm.tasks import (
     IGNORE_INDEX,
     PackedCollator,
@@ -19,7 +20,6 @@ from sid4llm.lm.tasks import (
     pack_segments,
     stream_windows,
 )
-from sid4llm.lm.tokenization import init_id_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_stream_windows_make_every_item_a_target_exactly_once(costs, limit):
 
 def test_whole_history_training_targets_every_train_item(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(tasks="sequential", history_token_budget=14)  # short windows: several per user
+    args = TaskArguments(tasks=["sequential"], history_token_budget=14)  # short windows: several per user
     segments = build_segments(data, vocab, args, "train")
     train = data.sequences["train"]
     by_user: dict[int, list[int]] = {}
@@ -74,7 +74,7 @@ def test_whole_history_training_targets_every_train_item(vocab, tiny_prepared):
 
 def test_last_item_targets_stay_available(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(tasks="sequential", sequential_targets="last", windows_per_user=1)
+    args = TaskArguments(tasks=["sequential"], sequential_targets="last", windows_per_user=1)
     segments = build_segments(data, vocab, args, "train")
     train = data.sequences["train"]
     assert list(segments["targets"]) == [[t] for t in train["target"]]
@@ -87,8 +87,8 @@ def test_last_item_targets_stay_available(vocab, tiny_prepared):
 def test_training_examples_never_contain_valid_or_test_events(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
     train = data.sequences["train"]
-    for args in (TaskArguments(tasks="sequential", history_token_budget=14),
-                 TaskArguments(tasks="sequential,natural_language", sequential_targets="last", windows_per_user=100)):
+    for args in (TaskArguments(tasks=["sequential"], history_token_budget=14),
+                 TaskArguments(tasks=["sequential", "natural_language"], sequential_targets="last", windows_per_user=100)):
         segments = build_segments(data, vocab, args, "train")
         for task, user, ids in zip(segments["task"], segments["user_idx"], segments["input_ids"]):
             sequence = train[user]["history"] + [train[user]["target"]]
@@ -104,7 +104,7 @@ def test_training_examples_never_contain_valid_or_test_events(vocab, tiny_prepar
 
 def test_text_tasks_use_the_chat_template_and_the_answer_only_loss(vocab, tiny_prepared):
     data = PreparedData.load(tiny_prepared["data_dir"])
-    args = TaskArguments(tasks="natural_language", windows_per_user=1)
+    args = TaskArguments(tasks=["natural_language"], windows_per_user=1)
     ex = build_segments(data, vocab, args, "train")[0]
     answer = [t for t in ex["labels"] if t != IGNORE_INDEX]
     assert vocab.parse_token_ids(answer) == ex["targets"]
@@ -116,7 +116,7 @@ def test_natural_language_prompts_name_the_most_recent_items_only(vocab, tiny_pr
     data = PreparedData.load(tiny_prepared["data_dir"])
     titles = list(data.items["title"])
     for limit in (None, 2):
-        ex = build_segments(data, vocab, TaskArguments(tasks="natural_language", windows_per_user=1,
+        ex = build_segments(data, vocab, TaskArguments(tasks=["natural_language"], windows_per_user=1,
                                                        text_history_items=limit), "train")[0]
         text = vocab.tokenizer.decode(ex["input_ids"])
         history = data.sequences["train"]["history"][ex["user_idx"]]
@@ -129,7 +129,7 @@ def test_natural_language_prompts_name_the_most_recent_items_only(vocab, tiny_pr
 def test_packing_never_lets_one_user_attend_to_another(tiny_lm_dir, vocab, tiny_prepared):
 
     data = PreparedData.load(tiny_prepared["data_dir"])
-    segments = build_segments(data, vocab, TaskArguments(tasks="sequential"), "train")
+    segments = build_segments(data, vocab, TaskArguments(tasks=["sequential"]), "train")
     packed = pack_segments(segments, max_seq_length=64)
     assert sum(len(r) for r in packed["input_ids"]) == sum(len(s) for s in segments["input_ids"])
     row = max(range(len(packed)), key=lambda r: sum(p == 0 for p in packed[r]["position_ids"]))

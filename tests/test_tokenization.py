@@ -1,4 +1,4 @@
-"""Semantic IDs as tokens of a Hugging Face tokenizer: added once, round-tripped, new rows initialised (sid4llm.lm.tokenization)."""
+"""Semantic IDs as tokens of a Hugging Face tokenizer: added once, round-tripped, new rows initialised (sid4llm.vocabulary, sid4llm.lm.embedding_init)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from sid4llm.lm.tokenization import BEGIN_TOKEN, END_TOKEN, IdVocabulary, init_id_embeddings
+from sid4llm.lm.embedding_init import init_id_embeddings
+from sid4llm.vocabulary import BEGIN_TOKEN, END_TOKEN, IdVocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,9 +23,9 @@ from ..pipeline import RecommendationPipeline
 
 @dataclass
 class AddItemsArguments:
-    model: str = field(default=None, metadata={"help": "A recommender or codebook folder, or a Hub id of either."})
-    items: str = field(default=None, metadata={"help": "The new items: item_id, title and optional text columns."})
-    output_dir: str = field(default=None, metadata={"help": "Where to save the extended recommender or codebook."})
+    model: str = field(metadata={"help": "A recommender or codebook folder, or a Hub id of either."})
+    items: str = field(metadata={"help": "The new items: item_id, title and optional text columns."})
+    output_dir: str = field(metadata={"help": "Where to save the extended recommender or codebook."})
     encoder: str = field(default="default", metadata={"help": "Sentence encoder for the item text."})
     text_template: str | None = field(default=None, metadata={"help": "str.format template over the item's columns."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Also push the result to this Hub repo id."})
@@ -49,8 +49,6 @@ def add_to_codebook(codebook: SemanticIdCodebook, item_ids, titles, texts, args:
 
 
 def main(args: AddItemsArguments) -> None:
-    if not args.model or not args.items or not args.output_dir:
-        raise SystemExit("error: --model, --items and --output_dir are required")
     frame = read_items(args.items)
     item_ids = frame["item_id"].tolist()
     titles = frame["title"].tolist()

@@ -20,7 +20,7 @@ from ..pipeline import RecommendationPipeline
 
 @dataclass
 class ChatArguments:
-    model: str = field(default=None, metadata={"help": "A trained recommender folder (sid4llm finetune) or Hub id."})
+    model: str = field(metadata={"help": "A trained recommender folder (sid4llm finetune) or Hub id."})
     prompt: str | None = field(default=None, metadata={"help": "Answer this one message and exit."})
     history: str | None = field(default=None, metadata={"help": "Items you liked, separated by ';' (titles or ids)."})
     k: int = field(default=5, metadata={"help": "Items to recommend per turn."})
@@ -28,8 +28,6 @@ class ChatArguments:
 
 
 def main(args: ChatArguments) -> None:
-    if not args.model:
-        raise SystemExit("error: --model is required")
     pipe = RecommendationPipeline.from_pretrained(args.model)
     history = [h.strip() for h in (args.history or "").split(";") if h.strip()]  # unknown names: said in the reply
     messages: list[dict] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..cli import run_command
 from ..data import PreparedData
@@ -19,11 +20,11 @@ from ..lm.recommender import SidRecommender
 
 @dataclass
 class EvaluateArguments:
-    model: str = field(default=None, metadata={"help": "Output folder of sid4llm finetune, or a Hub id."})
-    data_dir: str = field(default=None, metadata={"help": "The prepared dataset the model was trained on."})
-    split: str = field(default="test", metadata={"help": "valid or test."})
+    model: str = field(metadata={"help": "Output folder of sid4llm finetune, or a Hub id."})
+    data_dir: str = field(metadata={"help": "The prepared dataset the model was trained on."})
+    split: Literal["valid", "test"] = field(default="test", metadata={"help": "The held-out split to score."})
     output: str | None = field(default=None, metadata={"help": "Write metrics here as JSON."})
-    k: str = field(default="1,5,10,20", metadata={"help": "Cut-offs."})
+    k: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width (default: the saved generation config's, "
                                                                    "at least the largest K)."})
     batch_size: int = field(default=16, metadata={"help": "Users per batch."})
@@ -33,20 +34,18 @@ class EvaluateArguments:
                                                                 "(model and most-popular alike), as the field does."})
     report_with_seen: bool = field(default=True, metadata={"help": "Also decode with history items allowed and report "
                                                                     "model_with_seen / most_popular_with_seen."})
-    style: str = field(default="ids", metadata={"help": "Prompt: ids (the history as an ID stream) or titles (the "
+    style: Literal["ids", "titles"] = field(default="ids", metadata={"help": "Prompt: ids (the history as an ID stream) or titles (the "
                                                         "natural-language prompt chat uses; needs the natural_language task)."})
     invalid_rate_users: int = field(default=64, metadata={"help": "Users for the unconstrained invalid-ID rate (0 = skip)."})
 
 
 def main(args: EvaluateArguments) -> None:
-    if not args.model or not args.data_dir:
-        raise SystemExit("error: --model and --data_dir are required")
     from accelerate import Accelerator
 
     accelerator = Accelerator()
     recommender = SidRecommender.from_pretrained(args.model, device=accelerator.device)
     data = PreparedData.load(args.data_dir)
-    ks = [int(k) for k in args.k.split(",")]
+    ks = list(args.k)
     result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,
                                   args.max_users, args.invalid_rate_users, accelerator,
                                   exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainingArguments
 
-from ..cli import parse_config_and_args, peek_option, run_command
-from ..lm.finetuning import ModelArguments, SidDataArguments, run_finetune
-from ..lm.recommender import CONFIG_FILE, SidRecommender
+from ..cli import load_arguments, run_command
+from ..lm.finetuning import ModelArguments, SidDataArguments, load_finished_run, run_finetune
+from ..lm.recommender import SidRecommender
 from ..lm.tasks import TaskArguments
 
 ARGUMENTS = (ModelArguments, SidDataArguments, TaskArguments, TrainingArguments)
@@ -27,20 +28,22 @@ logger = logging.getLogger(__name__)
 def main(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
          training_args: TrainingArguments) -> SidRecommender:
     recommender = run_finetune(model_args, data_args, task_args, training_args)
-    metrics = recommender.config["metrics"]
+    metrics = recommender.results["metrics"]
     print({k: metrics[k] for k in ("train_loss", "eval_loss", "train_runtime") if k in metrics})
     print(f"saved to {training_args.output_dir}")
     return recommender
 
 
-def trained_or_train(argv: list[str]) -> SidRecommender:
-    """``main`` on these flags, or the recommender already saved in their ``--output_dir`` (a finished step of a
-    longer run is loaded, not retrained; an unfinished one resumes from its last checkpoint)."""
-    out = Path(peek_option("output_dir", args=argv))
-    if (out / CONFIG_FILE).is_file():
-        logger.info("trained recommender found in %s", out)
-        return SidRecommender.from_pretrained(out)
-    return main(*parse_config_and_args(ARGUMENTS, argv))
+def trained_or_train(config: str | Path | None = None, **overrides: Any) -> SidRecommender:
+    """``main`` on a config (file or shipped name) and typed overrides, or the recommender already saved in their
+    ``output_dir`` with the same settings (:func:`load_finished_run`; an unfinished run resumes from its last
+    checkpoint)."""
+    arguments = load_arguments(ARGUMENTS, config, **overrides)
+    finished = load_finished_run(*arguments)
+    if finished is not None:
+        logger.info("a recommender trained with these settings found in %s", arguments[-1].output_dir)
+        return finished
+    return main(*arguments)
 
 
 def run(argv: list[str] | None = None) -> SidRecommender:

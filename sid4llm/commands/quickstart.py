@@ -20,14 +20,14 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from ..cli import as_flags, run_command
+from ..cli import run_command
 from ..data import PrepareDataArguments, PreparedData
 from ..data.titles import spoken_title
 from ..evaluation import evaluate_recommender, format_table
-from ..lm.models import layer_cut_phrase, pretrained_layers
-from ..lm.recommender import CONFIG_FILE
+from ..lm.models import layer_cut_phrase
+from ..lm.recommender_config import CONFIG_FILE
 from ..pipeline import RecommendationPipeline
-from ..reporting import machine_description, write_json
+from ..reporting import machine_description, markdown_table, write_json
 from . import finetune, prepare_data, train_ids
 
 
@@ -47,7 +47,7 @@ class QuickstartArguments:
     max_steps: int | None = field(default=None, metadata={"help": "Override the config's fine-tuning steps."})
     per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Override the config's batch size."})
     eval_users: int = field(default=1000, metadata={"help": "Test users to evaluate (a seeded random sample; 0 = all)."})
-    eval_k: str = field(default="1,5,10", metadata={"help": "Cut-offs for the results table."})
+    eval_k: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "Cut-offs for the results table."})
     eval_batch_size: int = field(default=16, metadata={"help": "Users per decoding batch."})
     chat_k: int = field(default=5, metadata={"help": "Items per chat answer in the transcript."})
 
@@ -87,10 +87,10 @@ def chat_transcript(pipe: RecommendationPipeline, data: PreparedData, k: int) ->
 
 def model_label(recommender) -> str:
     cfg = recommender.config
-    base = "SmolLM2-135M-Instruct" if cfg.get("base_model") == "default" else Path(str(cfg.get("base_model"))).name
-    layers = pretrained_layers(cfg)
-    base += f" ({layer_cut_phrase(layers)})" if layers and not cfg.get("from_scratch") else ""
-    model = "Llama from scratch" if cfg.get("from_scratch") else base + (" + LoRA" if cfg.get("peft") else "")
+    base = "SmolLM2-135M-Instruct" if cfg.base_model == "default" else Path(cfg.base_model).name
+    layers = cfg.pretrained_layers
+    base += f" ({layer_cut_phrase(layers)})" if layers and not cfg.from_scratch else ""
+    model = "Llama from scratch" if cfg.from_scratch else base + (" + LoRA" if cfg.peft else "")
     return f"{model}, {'variable' if recommender.codebook.config.variable_length else 'fixed'}-length IDs"
 
 
@@ -115,16 +115,15 @@ def floor_sentence(evaluation: dict, ks: list[int]) -> str:
 def results_markdown(summary: dict) -> str:
     ev, ids, ks = summary["evaluation"], summary["ids"], summary["eval_k"]
     cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + [f"coverage@{max(ks)}"]
-    table = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, label in (("model", summary["model_label"]), ("most_popular", "most popular")):
-        table.append(f"| {label} | " + " | ".join(num(ev[name][c], 4) for c in cols) + " |")
+    table = markdown_table(["method", *cols], [[label, *(num(ev[name][c], 4) for c in cols)] for name, label in
+                                               (("model", summary["model_label"]), ("most_popular", "most popular"))])
     t = summary["timings_seconds"]
     return "\n".join([
         "# Quickstart results", "",
         f"Dataset: {summary['dataset']['source']} — {summary['dataset']['n_users']:,} users, "
         f"{summary['dataset']['n_items']:,} items, {summary['dataset']['n_interactions']:,} interactions. "
         f"Evaluated on {ev['model']['n_users']:,} test users (leave-one-out, full catalogue, constrained beam search).", "",
-        *table, "",
+        table, "",
         floor_sentence(ev, ks), "",
         f"Invalid IDs: {num(ev['model']['invalid_rate_constrained'])} with the trie, "
         f"{num(ev['model'].get('invalid_rate_unconstrained'))} without it "
@@ -135,8 +134,8 @@ def results_markdown(summary: dict) -> str:
         f"- reconstruction error {num(ids['recon_mse_uniform'])} (per item), {num(ids['recon_mse_unigram'])} (per interaction)",
         "- plot: `length_vs_popularity.png`", "",
         "## Time", "",
-        "| step | seconds |", "|---|---|",
-        *(f"| {k} | {'reused from an earlier run' if k in summary['reused_steps'] else f'{v:.0f}'} |" for k, v in t.items()), "",
+        markdown_table(["step", "seconds"], [[k, "reused from an earlier run" if k in summary["reused_steps"] else f"{v:.0f}"]
+                                             for k, v in t.items()]), "",
         f"Machine: {summary['machine']}. Fine-tuning: {summary['finetune']['steps']} steps; "
         f"train loss {num(summary['finetune'].get('train_loss'))}.", "",
     ])
@@ -170,29 +169,25 @@ def main(args: QuickstartArguments) -> None:
         t = time.time()
         say(f"[2/5] variable-length semantic IDs ({args.ids_config}, {args.id_epochs:g} epoch(s)) → {ids_dir}")
         # τ/β anneal over the first half of the steps (the config's anneal_fraction), whatever their number.
-        codebook = train_ids.trained_or_train(as_flags(
-            config=args.ids_config, data_dir=data_dir, output_dir=ids_dir, epochs=args.id_epochs,
-            max_steps=args.id_steps, allow_collapse=args.allow_collapse or None))
+        codebook = train_ids.trained_or_train(
+            args.ids_config, data_dir=data_dir, output_dir=ids_dir, epochs=args.id_epochs, max_steps=args.id_steps,
+            allow_collapse=args.allow_collapse or None)
         timings["semantic IDs"] = time.time() - t
-    # The ID step reuses its output only under the same settings; a model fine-tuned on other IDs must not be.
-    ids_rewritten = outputs["semantic IDs"].stat().st_mtime >= start
-    if "fine-tuning" in existed and ids_rewritten:
-        raise SystemExit(f"error: the IDs in {ids_dir} were trained again (other settings than the earlier run), but "
-                         f"{model_dir} holds a model fine-tuned on the earlier IDs; delete {model_dir} to retrain it")
 
+    # Each step reuses its output only under the same settings (for fine-tuning: the same IDs too, by fingerprint).
     t = time.time()
     say(f"[3/5] extending the tokenizer and fine-tuning ({args.finetune_config}) → {model_dir}")
-    if "fine-tuning" in existed:
-        say("      trained model found (delete it to retrain)")
-    recommender = finetune.trained_or_train(as_flags(
-        config=args.finetune_config, data_dir=data_dir, codebook=ids_dir / "codebook", output_dir=model_dir,
+    recommender = finetune.trained_or_train(
+        args.finetune_config, data_dir=data_dir, codebook=ids_dir / "codebook", output_dir=model_dir,
         model_name_or_path=args.model_name_or_path, max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size))
+        per_device_train_batch_size=args.per_device_train_batch_size)
+    if "fine-tuning" in existed and outputs["fine-tuning"].stat().st_mtime < start:
+        say("      trained model found, fine-tuned with these settings on these IDs: reused")
     timings["fine-tuning"] = time.time() - t
     reused = [step for step, path in outputs.items() if step in existed and path.stat().st_mtime < start]
 
     t = time.time()
-    ks = [int(k) for k in args.eval_k.split(",")]
+    ks = list(args.eval_k)
     n_eval = args.eval_users or None
     say(f"[4/5] evaluating on {'all' if n_eval is None else n_eval} test users against most-popular")
     evaluation = evaluate_recommender(recommender, data, "test", ks, batch_size=args.eval_batch_size, max_users=n_eval)
@@ -208,7 +203,7 @@ def main(args: QuickstartArguments) -> None:
     timings["chat"] = time.time() - t
     timings["total"] = time.time() - start
 
-    recommender.config["evaluation"] = evaluation  # the model card and config now carry the test metrics
+    recommender.results["evaluation"] = evaluation  # results.json and the model card now carry the test metrics
     recommender.save_description(model_dir)
     if (ids_dir / "length_vs_popularity.png").exists():
         shutil.copy(ids_dir / "length_vs_popularity.png", out / "length_vs_popularity.png")
@@ -221,7 +216,7 @@ def main(args: QuickstartArguments) -> None:
                                       "mean_length_unigram", "recon_mse_uniform", "recon_mse_unigram",
                                       "spearman_length_popularity", "codebook_usage", "train_seconds")},
         "finetune": {"steps": _trained_steps(model_dir),
-                     **{k: v for k, v in recommender.config.get("metrics", {}).items() if k in ("train_loss", "train_runtime")}},
+                     **{k: v for k, v in recommender.results.get("metrics", {}).items() if k in ("train_loss", "train_runtime")}},
         "evaluation": evaluation, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
         "reused_steps": reused,
     }

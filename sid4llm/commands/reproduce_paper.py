@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import as_flags, run_command
+from ..cli import run_command
 from ..data import PreparedData
 from ..evaluation import evaluate_recommender, sample_users
 from ..lm.tasks import budget_history
-from ..reporting import machine_description, write_json
+from ..reporting import machine_description, markdown_table, write_json
 from . import finetune, train_ids
 
 IDS_CONFIGS = {"varlen": "ids/varlen_dvae.yaml", "fixed": "ids/fixed_dvae.yaml", "rqkmeans": "ids/rqkmeans.yaml",
@@ -48,23 +48,23 @@ PAPER_CLAIM1 = "Amazon Toys: mean length 4.64 per interaction vs 4.98 per item; 
 
 @dataclass
 class ReproduceArguments:
-    data_dir: str = field(default=None, metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
-    output_dir: str = field(default=None, metadata={"help": "Where runs, results and plots go."})
-    seeds: str = field(default="0,1", metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
-    later_seed_methods: str = field(default="varlen,fixed,rqkmeans", metadata={"help": "ID methods trained again on the seeds after the first (the first seed trains all of them)."})
-    rec_seeds: str | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
-    length_costs: str = field(default="4", metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
+    data_dir: str = field(metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
+    output_dir: str = field(metadata={"help": "Where runs, results and plots go."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
+    later_seed_methods: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID methods trained again on the seeds after the first (the first seed trains all of them)."})
+    rec_seeds: list[int] | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
+    length_costs: list[float] = field(default_factory=lambda: [4.0], metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=4.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
     id_steps: int = field(default=2000, metadata={"help": "Training steps (a batch of its config's events each) for every learned ID method."})
     rec_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_steps: int = field(default=400, metadata={"help": "Training steps of every from-scratch recommender at the main budget; the sweep scales them so every run reads the same tokens."})
     budget: int = field(default=128, metadata={"help": "History token budget of the main comparison."})
-    budgets: str = field(default="64,128,256", metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
+    budgets: list[int] = field(default_factory=lambda: [64, 128, 256], metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
     eval_users: int = field(default=500, metadata={"help": "Test users evaluated (a seeded random sample; 0 = all)."})
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
-    rec_sets: str = field(default="varlen,fixed,rqkmeans", metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
+    rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
     llm_config: str = field(default="finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first layer, fully fine-tuned)."})
     llm_steps: int = field(default=0, metadata={"help": "Fine-tuning steps per ID set for the SmolLM2 comparison (0 = skip it, the default on 2 CPU cores)."})
     llm_eval_users: int = field(default=500, metadata={"help": "Test users for the SmolLM2 comparison."})
@@ -78,7 +78,7 @@ def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
     schedules span the first half of the steps (its config's anneal_fraction), whatever their number. A
     collapsed codebook is a result here (REINFORCE's), so it is kept."""
     common = {"vocab_size": args.id_vocab_size, "allow_collapse": True}
-    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in _floats(args.length_costs)]
+    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in args.length_costs]
     return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce")]
 
 
@@ -122,16 +122,16 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
         return json.loads(result_file.read_text())
     start = time.time()
     # The budget alone limits the history (the configs set no max_history_items), as in the paper.
-    rec = finetune.trained_or_train(as_flags(
-        config=config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, max_steps=steps, seed=seed,
+    rec = finetune.trained_or_train(
+        config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, max_steps=steps, seed=seed,
         example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0,
-        model_name_or_path=args.model_name_or_path, **overrides))
+        model_name_or_path=args.model_name_or_path, **overrides)
     train_seconds = time.time() - start
     ev = evaluate_recommender(rec, data, "test", KS, num_beams=args.num_beams, max_users=eval_users,
                               invalid_rate_users=32)
     result = {"name": name, "seed": seed, "budget": budget, "steps": steps, **ev["model"],
               **history_usage(data, rec, budget, eval_users),
-              "train_loss": rec.config.get("metrics", {}).get("train_loss"), "train_seconds": round(train_seconds, 1),
+              "train_loss": rec.results.get("metrics", {}).get("train_loss"), "train_seconds": round(train_seconds, 1),
               "most_popular_recall@10": ev["most_popular"]["recall@10"], "n_items": len(rec.codebook)}
     write_json(result_file, result)
     for leftover in out.glob("checkpoint-*"):  # keep the final model, drop resumable checkpoints
@@ -140,14 +140,12 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
 
 
 def main(args: ReproduceArguments) -> None:
-    if not args.data_dir or not args.output_dir:
-        raise SystemExit("error: --data_dir and --output_dir are required")
     out = Path(args.output_dir)
     data = PreparedData.load(args.data_dir)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = list(args.seeds)
     eval_users = args.eval_users or None
     main_varlen = f"varlen_c{args.main_length_cost:g}"
-    if args.main_length_cost not in _floats(args.length_costs):
+    if args.main_length_cost not in args.length_costs:
         raise SystemExit(f"error: --main_length_cost {args.main_length_cost:g} is not in --length_costs {args.length_costs}")
     protocol = out / "protocol.json"  # finished runs are reused only under the same settings
     if protocol.is_file() and not same_protocol(json.loads(protocol.read_text()), asdict(args)):
@@ -159,28 +157,28 @@ def main(args: ReproduceArguments) -> None:
     # 1 + 3: IDs by every method on every seed
     ids: dict[str, dict] = {}
     t = time.time()
-    later_methods = {m.strip() for m in args.later_seed_methods.split(",") if m.strip()}
+    later_methods = set(args.later_seed_methods)
     for seed in seeds:
         for name, config, overrides in id_runs(args):
             if seed != seeds[0] and name.split("_c")[0] not in later_methods:
                 continue
             print(f"== IDs: {name}, seed {seed}", flush=True)
-            codebook = train_ids.trained_or_train(as_flags(
-                config=config, data_dir=args.data_dir, output_dir=out / "runs" / f"ids_{name}_s{seed}", seed=seed,
-                max_steps=args.id_steps, **overrides))
+            codebook = train_ids.trained_or_train(
+                config, data_dir=args.data_dir, output_dir=out / "runs" / f"ids_{name}_s{seed}", seed=seed,
+                max_steps=args.id_steps, **overrides)
             ids[f"{name}_s{seed}"] = {"method": name, "seed": seed, **_id_summary(codebook.metrics)}
     timings["ids"] = time.time() - t
 
     # 2: the same from-scratch recommender on each ID set, same budget/steps/seed
     recs: list[dict] = []
     t = time.time()
-    chosen = [n.strip() for n in args.rec_sets.split(",") if n.strip()]
+    chosen = list(args.rec_sets)
     unknown = sorted(set(chosen) - {"varlen", "fixed", "rqkmeans", "reinforce"})
     if unknown:
         raise SystemExit(f"error: --rec_sets: unknown ID set(s) {unknown}; choose from varlen, fixed, rqkmeans, reinforce")
     rec_sets = [main_varlen if n == "varlen" else n for n in chosen] + [
         n for n, _, _ in id_runs(args) if n.startswith("varlen") and n != main_varlen]
-    rec_seeds = [int(s) for s in args.rec_seeds.split(",")] if args.rec_seeds else seeds
+    rec_seeds = list(args.rec_seeds) if args.rec_seeds else seeds
     for seed in rec_seeds:
         for name in rec_sets:
             id_seed = seed if f"{name}_s{seed}" in ids else seeds[0]  # a seed without IDs of its own uses the first's
@@ -189,7 +187,7 @@ def main(args: ReproduceArguments) -> None:
                                         out / "runs" / f"rec_{name}_b{args.budget}_s{seed}", args.rec_config,
                                         args.rec_steps, args.budget, seed, eval_users) | {"id_seed": id_seed})
     sweep: list[dict] = [r for r in recs if r["seed"] == seeds[0] and r["name"] in (main_varlen, "fixed")]
-    for budget in [int(b) for b in args.budgets.split(",") if int(b) != args.budget]:
+    for budget in [b for b in args.budgets if b != args.budget]:
         steps = max(1, round(args.rec_steps * args.budget / budget))  # the same tokens as at the main budget
         for name in (main_varlen, "fixed"):
             print(f"== budget sweep: {name}, budget {budget}, {steps} steps", flush=True)
@@ -207,13 +205,13 @@ def main(args: ReproduceArguments) -> None:
             llm.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{seeds[0]}" / "codebook",
                                        out / "runs" / f"llm_{name}_b{args.budget}_s{seeds[0]}", args.llm_config,
                                        args.llm_steps, args.budget, seeds[0], args.llm_eval_users or None,
-                                       tasks="sequential") | {"llm": True})
+                                       tasks=["sequential"]) | {"llm": True})
     timings["llm"] = time.time() - t
     timings["total"] = time.time() - start
 
     results = {
-        "command": "sid4llm reproduce-paper " + " ".join(f"--{k} {v}" for k, v in asdict(args).items()
-                                                                  if v is not None),
+        "command": "sid4llm reproduce-paper " + " ".join(
+            f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in asdict(args).items() if v is not None),
         "machine": machine_description(),
         "dataset": {k: data.stats.get(k) for k in ("source", "n_users", "n_items", "n_interactions", "density")},
         "arguments": asdict(args), "main_varlen": main_varlen, "ids": ids, "recommenders": recs,
@@ -239,10 +237,6 @@ def run_seconds(ids: dict, runs: list[dict]) -> dict:
     return {"ids": round(id_s, 1), "recommenders": round(scratch, 1), "llm": round(llm, 1), "total": round(id_s + scratch + llm, 1)}
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
 def _id_summary(m: dict) -> dict:
     keys = ("recon_mse_uniform", "recon_mse_unigram", "mean_length_uniform", "mean_length_unigram", "mean_id_length_uniform",
             "mean_id_length_unigram", "codebook_usage_overall", "codebook_perplexity", "spearman_length_popularity",
@@ -263,8 +257,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _table(rows: list[list], header: list[str]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-        ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return markdown_table(header, [[_fmt(c) if not isinstance(c, str) else c for c in row] for row in rows]).split("\n")
 
 
 def _mean(rows: list[dict], key: str):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
-from ..cli import parse_config_and_args, peek_option, run_command
+from ..cli import load_arguments, peek_option, read_config, run_command
 from ..data import PreparedData
 from ..ids import (
     IdMethodConfig,
@@ -53,12 +55,14 @@ def main(args: IdTrainingArguments, method_config: IdMethodConfig, data: Prepare
     return codebook
 
 
-def trained_or_train(argv: list[str]) -> SemanticIdCodebook:
-    """``main`` on these flags, or the codebook already saved in their ``--output_dir`` by the same method
-    config and steps (a finished step of a longer run is loaded, not retrained; other settings train again)."""
-    args, method_config = parse_config_and_args(arguments(argv), argv)
+def trained_or_train(config: str | Path | None = None, **overrides: Any) -> SemanticIdCodebook:
+    """``main`` on a config (file or shipped name) and typed overrides, or the codebook already saved in their
+    ``output_dir`` by the same method config and steps (a finished step of a longer run is loaded, not
+    retrained; other settings train again)."""
+    method = overrides.get("method") or read_config(config).get("method", "dvae")
+    args, method_config = load_arguments((IdTrainingArguments, config_class(method)), config, **overrides)
     if not args.data_dir or not args.output_dir:
-        raise SystemExit("error: --data_dir and --output_dir are required")
+        raise ValueError("train-ids needs data_dir and output_dir")
     data = PreparedData.load(args.data_dir)
     finished = load_finished_run(args.output_dir, method_config, args, data.item_popularity)
     if finished is not None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_from_disk
@@ -36,6 +39,20 @@ from .sources import load_raw
 logger = logging.getLogger(__name__)
 
 
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """``datasets`` without progress bars inside the block (as they were after it)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
 @dataclass
 class PrepareDataArguments:
     """What to read, how to clean it, and how to embed its items."""
@@ -45,16 +62,15 @@ class PrepareDataArguments:
         default="default",
         metadata={"help": "Bundled name (default = ml-1m, ml-100k) or a path to a file / folder in a supported format."},
     )
-    format: str = field(
-        default="auto",
-        metadata={"help": "auto, movielens, recbole, amazon (2014/2018), amazon2023 or generic (CSV/Parquet/JSONL)."},
+    format: Literal["auto", "movielens", "recbole", "amazon", "amazon2023", "generic"] = field(
+        default="auto", metadata={"help": "The file format: amazon is 2014/2018, generic is CSV/Parquet/JSONL; auto detects it."},
     )
     item_file: str | None = field(default=None, metadata={"help": "Item metadata file (Amazon meta_*.json, or a generic item table)."})
     user_column: str | None = field(default=None, metadata={"help": "Generic format: user column (detected if unset)."})
     item_column: str | None = field(default=None, metadata={"help": "Generic format: item column of the interactions file (detected if unset)."})
     item_id_column: str | None = field(default=None, metadata={"help": "Generic format: item id column of --item_file (detected if unset)."})
     timestamp_column: str | None = field(default=None, metadata={"help": "Generic format: timestamp column (detected if unset)."})
-    timestamp_unit: str = field(default="auto", metadata={"help": "Generic numeric timestamps: s, ms or auto."})
+    timestamp_unit: Literal["auto", "s", "ms"] = field(default="auto", metadata={"help": "Generic numeric timestamps' unit."})
     timestamp_format: str | None = field(default=None, metadata={"help": "Generic date strings: strptime format, e.g. '%%d/%%m/%%Y %%H:%%M' (needed when dates read both day- and month-first)."})
     user_core: int = field(default=5, metadata={"help": "Keep users with at least this many events (iterative k-core)."})
     item_core: int = field(default=5, metadata={"help": "Keep items with at least this many events (iterative k-core)."})
@@ -162,8 +178,9 @@ def prepare_dataset(args: PrepareDataArguments) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    processed.sequences.save_to_disk(str(tmp / "sequences"))
-    processed.items.save_to_disk(str(tmp / "items"))
+    with quiet_progress_bars():  # a save of a few MB takes milliseconds: no bar in the logs
+        processed.sequences.save_to_disk(str(tmp / "sequences"))
+        processed.items.save_to_disk(str(tmp / "items"))
     if embed_info is not None:
         save_item_embeddings(tmp / EMBEDDINGS_FILE, vectors, processed.items["item_id"],
                              {k: v for k, v in embed_info.items() if k != "example_text"})

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..reporting import markdown_table
+
 logger = logging.getLogger(__name__)
 DEFAULT_KS = (1, 5, 10, 20)
 METRIC_MODULE = Path(__file__).resolve().parent / "recommendation_metrics"
@@ -155,12 +157,7 @@ def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude
 def format_table(result: dict, ks: Sequence[int] = DEFAULT_KS) -> str:
     """A markdown table: one row per method (``*_with_seen``: history items allowed in the list)."""
     cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + [f"coverage@{max(ks)}"]
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name in ("model", "most_popular", "model_with_seen", "most_popular_with_seen"):
-        if name not in result:
-            continue
-        m = result[name]
-        lines.append(f"| {name} | " + " | ".join(
-            "–" if m.get(c) is None or (isinstance(m.get(c), float) and math.isnan(m[c])) else f"{m[c]:.4f}"
-            for c in cols) + " |")
-    return "\n".join(lines)
+    rows = [[name, *("–" if result[name].get(c) is None or (isinstance(result[name].get(c), float) and math.isnan(result[name][c]))
+                     else f"{result[name][c]:.4f}" for c in cols)]
+            for name in ("model", "most_popular", "model_with_seen", "most_popular_with_seen") if name in result]
+    return markdown_table(["method", *cols], rows)

@@ -4,6 +4,7 @@ clusters the residual left by levels < t; the reconstruction from a prefix is th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -14,7 +15,7 @@ from .base import IdInputError, IdMethodConfig, IdModel
 class RQKMeansConfig(IdMethodConfig):
     method = "rqkmeans"
     kmeans_iters: int = field(default=50, metadata={"help": "Lloyd iterations per level."})
-    kmeans_init: str = field(default="kmeans++", metadata={"help": "kmeans++ or random."})
+    kmeans_init: Literal["kmeans++", "random"] = field(default="kmeans++", metadata={"help": "How k-means picks its first centroids."})
 
 
 def _nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65536) -> torch.Tensor:

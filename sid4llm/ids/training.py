@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,16 +39,19 @@ logger = logging.getLogger(__name__)
 class IdTrainingArguments:
     """How to train (the method's own knobs live in its config)."""
 
-    data_dir: str = field(default=None, metadata={"help": "A folder written by sid4llm prepare-data."})
-    output_dir: str = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot."})
-    method: str = field(default="dvae", metadata={"help": "dvae, rqkmeans, reinforce or atomic (one token per item)."})
+    # Where the command reads and writes; train_semantic_ids itself needs neither (these double as its settings).
+    data_dir: str | None = field(default=None, metadata={"help": "A folder written by sid4llm prepare-data (required)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write codebook/, metrics.json and the plot (required)."})
+    method: Literal["dvae", "rqkmeans", "reinforce", "atomic"] = field(default="dvae", metadata={
+        "help": "The ID method (atomic: one token per item)."})
     epochs: float = field(default=5.0, metadata={"help": "Passes over the train interaction events (raised to reach min_steps)."})
     min_steps: int = field(default=2000, metadata={"help": "Train at least this many steps whatever the dataset's size, so small catalogues get enough updates."})
     max_steps: int = field(default=-1, metadata={"help": "Train exactly this many steps (overrides epochs and min_steps when > 0)."})
     batch_size: int = field(default=1024, metadata={"help": "Interaction events per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    sampling: str = field(default="interactions", metadata={"help": "interactions (each event once per epoch) or uniform (each item once)."})
+    sampling: Literal["interactions", "uniform"] = field(default="interactions", metadata={
+        "help": "interactions (each event once per epoch) or uniform (each item once)."})
     grad_clip: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0 = off)."})
     log_every: int = field(default=100, metadata={"help": "Log losses every this many steps."})
     plot: bool = field(default=True, metadata={"help": "Write length_vs_popularity.png."})

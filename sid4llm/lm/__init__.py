@@ -1,4 +1,4 @@
-"""The language model side: ID tokens in a tokenizer (``tokenization``), training examples (``tasks``), the
-causal LMs (``models``), fine-tuning (``finetuning``), the saved recommender (``recommender``) and its model
-card (``model_card``). Import the modules themselves; this package imports nothing, so that ``decoding`` can
-use ``lm.tokenization`` without pulling in the trainer."""
+"""The language model side: the ID tokens' first embeddings (``embedding_init``), training examples (``tasks``,
+``requests``), the causal LMs (``models``), fine-tuning (``finetuning``), the saved recommender
+(``recommender``), its model card (``model_card``) and the words of a chat answer (``narration``). The ID tokens
+themselves live one layer below, in :mod:`sid4llm.vocabulary`, shared with :mod:`sid4llm.decoding`."""

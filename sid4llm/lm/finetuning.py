@@ -7,6 +7,7 @@ the new ID-token rows trainable (``trainable_token_indices``; a tied ``lm_head``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,17 +20,21 @@ from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import PreparedData
-from ..decoding.beam_search import IdDecoder, id_head_rows
+from ..decoding.columns import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
+from ..vocabulary import IdVocabulary
+from .embedding_init import init_id_embeddings
 from .models import (
     ModelArguments,
     full_layer_adapter_targets,
     id_only_tokenizer,
     load_causal_lm,
     load_tokenizer,
+    peft_without_its_deprecation,
     scratch_model,
 )
 from .recommender import SidRecommender, recommendation_generation_config
+from .recommender_config import CONFIG_FILE, FORMAT_VERSION, SidRecommenderConfig
 from .tasks import (
     IGNORE_INDEX,
     PackedCollator,
@@ -38,15 +43,14 @@ from .tasks import (
     pack_segments,
     stream_tokens_per_item,
 )
-from .tokenization import IdVocabulary, init_id_embeddings
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SidDataArguments:
-    data_dir: str = field(default=None, metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
-    codebook: str = field(default=None, metadata={"help": "A saved SemanticIdCodebook (or the output_dir of sid4llm train-ids)."})
+    data_dir: str = field(metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
+    codebook: str = field(metadata={"help": "A saved SemanticIdCodebook (or the output_dir of sid4llm train-ids)."})
     eval_examples: int = field(default=256, metadata={"help": "Validation examples (next-item on the valid split) for eval loss."})
 
 
@@ -113,14 +117,16 @@ def apply_lora(model, model_args: ModelArguments, vocab: IdVocabulary):
         config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets,
                             modules_to_save=to_save, task_type="CAUSAL_LM",  # the embeddings, new rows included
                             ensure_weight_tying=True)  # a tied head follows the trained embeddings
-        return get_peft_model(model, config)
+        with peft_without_its_deprecation():
+            return get_peft_model(model, config)
     targets = model_args.lora_target_modules
     config = LoraConfig(
         r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets),
         task_type="CAUSAL_LM", trainable_token_indices=vocab.new_token_ids,
     )
-    return get_peft_model(model, config)
+    with peft_without_its_deprecation():
+        return get_peft_model(model, config)
 
 
 class IdLossTrainer(Trainer):
@@ -137,6 +143,20 @@ class IdLossTrainer(Trainer):
     def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.id_decoder, self.id_softmax = id_decoder, id_softmax
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoints of a PEFT model hold the adapter: its trained ID rows live in the adapter (trainable tokens
+        or ``modules_to_save``) and the resized base matrix is rebuilt on load. Left to ``"auto"``, peft would also
+        write the whole resized embedding matrix into every checkpoint (and warn that it does)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not hasattr(model, "peft_config"):
+            return super()._save(output_dir, state_dict)
+        save = model.save_pretrained
+        model.save_pretrained = functools.partial(save, save_embedding_layers=False)
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            del model.save_pretrained
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -185,8 +205,6 @@ def resolve_resume(training_args: TrainingArguments) -> str | None:
 def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
                  training_args: TrainingArguments, callbacks: list | None = None,
                  data_collator=None) -> SidRecommender:
-    if not data_args.data_dir or not data_args.codebook:
-        raise ValueError("--data_dir and --codebook are required")
     set_seed(training_args.seed)
     data = PreparedData.load(data_args.data_dir)
     codebook = load_codebook(data_args.codebook)
@@ -201,10 +219,12 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         train_ds = pack_segments(segments, row_length, task_args.example_seed)
         eval_ds = None
         if data_args.eval_examples > 0:
-            eval_args = replace(task_args, tasks="sequential", sequential_targets="last",
+            eval_args = replace(task_args, tasks=["sequential"], sequential_targets="last",
                                 max_examples_per_task=data_args.eval_examples)
             eval_ds = pack_segments(build_segments(data, vocab, eval_args, "valid"), row_length)
 
+    if training_args.dataloader_pin_memory and not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinned memory needs an accelerator (torch warns on CPU)
     use_peft = model_args.use_peft and not model_args.from_scratch
     if use_peft:
         model = apply_lora(model, model_args, vocab)
@@ -220,15 +240,14 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         metrics.update(trainer.evaluate())
     stats = training_data_stats(segments, train_ds, vocab, data.item_popularity, row_length)
     metrics["train_examples_by_task"] = stats["segments_by_task"]
-    config = {
-        "base_model": model_args.model_name_or_path, "peft": use_peft, "from_scratch": model_args.from_scratch,
-        "model_args": asdict(model_args), "task_args": asdict(task_args), "data_dir": str(data_args.data_dir),
-        "dataset": data.stats.get("source"),
-        "dataset_stats": {k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
-        "metrics": _jsonable(metrics), "example_stats": _jsonable(stats),
-    }
+    config = SidRecommenderConfig(
+        base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args, peft=use_peft,
+        from_scratch=model_args.from_scratch, training_settings=training_settings(training_args),
+        data_dir=str(data_args.data_dir), dataset=data.stats.get("source"),
+        dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")})
+    results = {"metrics": _jsonable(metrics), "example_stats": _jsonable(stats)}
     categories = list(data.items["categories"]) if "categories" in data.items.column_names else None
-    recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config, categories)
+    recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config, categories, results)
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         recommender.save_pretrained(out)
@@ -243,6 +262,40 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         trainer.accelerator.wait_for_everyone()
         return SidRecommender.from_pretrained(out)
     return recommender
+
+
+# The TrainingArguments that change what a run learns (not where it logs or how often it saves).
+TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "max_grad_norm",
+                     "seed")
+
+
+def training_settings(training_args: TrainingArguments) -> dict:
+    return _jsonable({k: getattr(training_args, k, None) for k in TRAINING_SETTINGS})
+
+
+def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
+                      training_args: TrainingArguments) -> SidRecommender | None:
+    """The recommender saved in ``training_args.output_dir`` if it was fine-tuned with these settings — model,
+    tasks, training settings, dataset and the very codebook (by fingerprint) — else None: a longer run re-run
+    with the same command reuses its finished steps, and one with other settings (or new IDs) trains again, as
+    :func:`sid4llm.ids.load_finished_run` does for IDs."""
+    from ..artifacts import read_json
+    from ..vocabulary import VOCAB_FILE, codebook_fingerprint
+
+    out = Path(training_args.output_dir)
+    if not (out / CONFIG_FILE).is_file() or not (out / VOCAB_FILE).is_file():
+        return None
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    same = (saved.get("format_version") == FORMAT_VERSION and saved.get("model_args") == _jsonable(asdict(model_args))
+            and saved.get("task_args") == _jsonable(asdict(task_args))
+            and saved.get("training_settings") == training_settings(training_args)
+            and Path(saved.get("data_dir", "")).resolve() == Path(data_args.data_dir).resolve()
+            and read_json(out / VOCAB_FILE).get("codebook_fingerprint") == codebook_fingerprint(load_codebook(data_args.codebook)))
+    if not same:
+        logger.info("%s holds a recommender trained with other settings: training again", out)
+        return None
+    return SidRecommender.from_pretrained(out)
 
 
 def remove_checkpoints(output_dir: Path) -> None:

@@ -6,31 +6,32 @@ from __future__ import annotations
 import json
 
 from ..ids import SemanticIdCodebook
-from .models import layer_cut_phrase, pretrained_layers
+from ..reporting import markdown_table
+from .models import layer_cut_phrase
+from .recommender_config import SidRecommenderConfig
 
 
-def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
-    """README.md for a saved ``SidRecommender`` folder / Hub repo, from its ``sid4llm_config.json`` content."""
+def recommender_card(config: SidRecommenderConfig, results: dict, codebook: SemanticIdCodebook) -> str:
+    """README.md for a saved ``SidRecommender`` folder / Hub repo: its settings and what its runs measured."""
     cfg, cb = config, codebook
-    m, base = cb.metrics, cfg.get("base_model", "unknown")
+    m, base = cb.metrics, cfg.base_model
     base_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if base == "default" else base
-    data = cfg.get("dataset_stats") or {}
-    task = cfg.get("task_args", {})
+    data = cfg.dataset_stats or {}
+    task = cfg.task_args
     lines = ["---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids",
-             "- peft" if cfg.get("peft") else "- full-finetune"]
-    if not cfg.get("from_scratch"):
+             "- peft" if cfg.peft else "- full-finetune"]
+    if not cfg.from_scratch:
         lines.append(f"base_model: {base_id}")
-    model_args = cfg.get("model_args") or {}
-    layers = pretrained_layers(cfg)
-    adapter = "an adapter training " + ("fully" if model_args.get("peft_layers") == "full" else "with LoRA") + " "
-    if cfg.get("from_scratch"):
+    layers = cfg.pretrained_layers
+    adapter = "an adapter training " + ("fully" if cfg.model_args.peft_layers == "full" else "with LoRA") + " "
+    if cfg.from_scratch:
         model = "a small Llama trained from scratch"
-    elif layers and cfg.get("peft"):
+    elif cfg.layer_cut_adapter:
         model = (f"{adapter}the {layer_cut_phrase(layers).replace('layer', 'decoder layer')} of {base_id}: the ID path "
                  "reads those layers with the adapter on, and the whole instruct LM, adapter off, writes the words of a "
                  "chat answer")
     else:
-        model = f"{'LoRA on ' if cfg.get('peft') else ''}{base_id}"
+        model = f"{'LoRA on ' if cfg.peft else ''}{base_id}"
         if layers:
             model += f", cut to its {layer_cut_phrase(layers).replace('layer', 'decoder layer')}"
     lines += ["---", "", "# sid4llm recommender", "",
@@ -38,9 +39,9 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
               "([arXiv 2602.16375](https://arxiv.org/abs/2602.16375)). Every recommendation is decoded through a "
               "prefix trie of the codebook, so it is always a real catalogue item.", "", "## Data", ""]
     if data:
-        lines.append(f"- dataset: {cfg.get('dataset')} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
+        lines.append(f"- dataset: {cfg.dataset} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
                      f"items, {data.get('n_interactions', 0):,} interactions (leave-one-out splits)")
-    lines += [f"- tasks: {task.get('tasks', 'n/a')}; history budget {task.get('history_token_budget', 'n/a')} tokens", "",
+    lines += [f"- tasks: {', '.join(task.tasks)}; history budget {task.history_token_budget} tokens", "",
               "## Semantic IDs", "",
               f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), "
               f"V={cb.vocab_size}, max length {cb.config.max_length}, {len(cb):,} items",
@@ -48,23 +49,21 @@ def recommender_card(config: dict, codebook: SemanticIdCodebook) -> str:
               f"{m.get('mean_length_unigram', 'n/a')} (per interaction)",
               f"- reconstruction error: {m.get('recon_mse_uniform', 'n/a')}; Spearman(length, popularity): "
               f"{m.get('spearman_length_popularity', 'n/a')}", ""]
-    evaluation = cfg.get("evaluation")
+    evaluation = results.get("evaluation")
     if evaluation:
+        metrics = ("recall@10", "ndcg@10", "coverage@10")
+        rows = [[name, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else "n/a" for k in metrics)]
+                for name, r in ((name, evaluation.get(name, {})) for name in ("model", "most_popular"))]
         lines += [f"## Evaluation ({evaluation.get('split', 'test')} split, full catalogue, constrained beam search)", "",
-                  "| | recall@10 | ndcg@10 | coverage@10 |", "|---|---|---|---|"]
-        for name in ("model", "most_popular"):
-            r = evaluation.get(name, {})
-            lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r.get(k), float) else "n/a"
-                                                     for k in ("recall@10", "ndcg@10", "coverage@10")) + " |")
-        lines.append("")
-    train = {k: v for k, v in cfg.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
+                  markdown_table(["", *metrics], rows), ""]
+    train = {k: v for k, v in results.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
     if train:
         lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]
     lines += ["## Usage", "", "```python", "from sid4llm import RecommendationPipeline", "",
               'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
               'pipe.recommend(["<a title you liked>", "<another>"], k=10)',
               'pipe.chat([{"role": "user", "content": "I loved <title>. What next?"}])', "```", ""]
-    if cfg.get("peft"):
+    if cfg.peft:
         lines += ["With PEFT alone (the base resized to the shipped tokenizer first):", "", "```python",
                   "from peft import AutoPeftModelForCausalLM", "",
                   'model = AutoPeftModelForCausalLM.from_pretrained("<this repo or folder>")', "```", ""]

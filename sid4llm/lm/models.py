@@ -8,6 +8,8 @@ import copy
 import importlib.util
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,7 +45,7 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="default", metadata={"help": "Causal LM folder or Hub id; 'default' = bundled SmolLM2-135M-Instruct."})
     from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting)."})
-    scratch_tokenizer: str = field(
+    scratch_tokenizer: Literal["auto", "ids", "text"] = field(
         default="auto", metadata={"help": "From scratch: ids (ID tokens and four specials only), text (model_name_or_path's "
                                           "tokenizer, needed for text tasks) or auto (ids unless a text task is trained)."})
     scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
@@ -62,10 +64,12 @@ class ModelArguments:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt ('all-linear' or comma-separated names)."})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "Modules to adapt: all-linear, or their names (q_proj v_proj ...)."})
     id_softmax: bool = field(default=True, metadata={"help": "Score ID targets over the ID tokens only (the softmax "
                                                              "decoding uses); False: over the whole vocabulary."})
-    embedding_init: str = field(default="titles", metadata={"help": "New ID-token rows: titles, mean or random."})
+    embedding_init: Literal["titles", "mean", "random"] = field(default="titles", metadata={
+        "help": "New ID-token rows: titles (the mean of their items' title tokens), mean or random."})
     reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
 
 
@@ -251,11 +255,17 @@ def scratch_model(vocab_size: int, hidden_size: int = 256, num_layers: int = 4, 
     return LlamaForCausalLM(config)
 
 
-def pretrained_layers(config: dict) -> int | None:
-    """How many of the base LM's decoder layers a saved recommender kept (``--pretrained_layers``; None: all)."""
-    return (config.get("model_args") or {}).get("pretrained_layers")
-
-
 def layer_cut_phrase(layers: int) -> str:
     """How a layer cut reads in a label: "first layer", "first 2 layers"."""
     return "first layer" if layers == 1 else f"first {layers} layers"
+
+
+@contextmanager
+def peft_without_its_deprecation() -> Iterator[None]:
+    """peft (through 0.21) reads ``model.is_gradient_checkpointing`` when it wraps a model, a property transformers
+    deprecated (FutureWarning) — peft's own call, not one we make, so it is silenced here, for that message only."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

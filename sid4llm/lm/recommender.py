@@ -25,11 +25,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from ..artifacts import ArtifactError, read_json
 from ..ids import SemanticIdCodebook
-from .models import first_layers_view, load_causal_lm, pretrained_layers
-from .tokenization import VOCAB_FILE, IdVocabulary
+from ..vocabulary import VOCAB_FILE, IdVocabulary
+from .models import ModelArguments, first_layers_view, load_causal_lm, peft_without_its_deprecation
+from .recommender_config import CONFIG_FILE, RESULTS_FILE, SidRecommenderConfig
+from .tasks import TaskArguments
 
 logger = logging.getLogger(__name__)
-CONFIG_FILE = "sid4llm_config.json"
 CATALOGUE_FILE = "catalogue.json"  # item categories: what the chat's words and the request benchmark read
 
 
@@ -49,29 +50,6 @@ def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAU
     )
 
 
-def check_saved_args(config: dict, where: Path) -> None:
-    """The saved task and model arguments decide every prompt the model reads and how its base is rebuilt, so
-    they must match this version's ``TaskArguments`` and ``ModelArguments`` exactly: a renamed or dropped
-    field would otherwise change the prompts or the model silently."""
-    from dataclasses import fields
-
-    from .models import ModelArguments
-    from .tasks import TaskArguments
-
-    for key, cls, what in (("task_args", TaskArguments, "prompts"), ("model_args", ModelArguments, "model")):
-        saved = config.get(key)
-        if not isinstance(saved, dict):
-            raise ArtifactError(f"{where}: no '{key}' (how the model's {what} are built); re-save the model "
-                                "with sid4llm finetune")
-        known = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(saved) - known), sorted(known - set(saved))
-        if unknown or missing:
-            parts = ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
-            raise ArtifactError(f"{where}: {key} has {' and '.join(parts)}; it was saved by another sid4llm "
-                                f"version, whose {what} this one would not build the same way. Use that version, "
-                                "or retrain")
-
-
 @contextmanager
 def _adapter_off(model):
     """``with _adapter_off(peft_model) as base:`` the whole base model, adapter disabled."""
@@ -81,13 +59,19 @@ def _adapter_off(model):
 
 class SidRecommender:
     def __init__(self, model: PreTrainedModel, vocab: IdVocabulary, generation_config: GenerationConfig,
-                 config: dict | None = None, item_categories: list[list[str]] | None = None):
+                 config: SidRecommenderConfig | None = None, item_categories: list[list[str]] | None = None,
+                 results: dict | None = None):
+        """``config``: the settings it was built with (default: the argument defaults, for a model built in code);
+        ``results``: what its runs measured (``metrics``, ``example_stats``, ``evaluation``), saved as results.json."""
         self.model = model
         self.vocab = vocab
         self.tokenizer = vocab.tokenizer
         self.codebook = vocab.codebook
         self.generation_config = generation_config
-        self.config = dict(config or {})
+        self.config = config if config is not None else SidRecommenderConfig(
+            base_model=str(getattr(model.config, "_name_or_path", "") or "unknown"), model_args=ModelArguments(),
+            task_args=TaskArguments())
+        self.results = dict(results or {})
         self.item_categories = [list(c or []) for c in item_categories] if item_categories is not None else None
 
     # ------------------------------------------------------------------ the two paths of one artefact
@@ -96,8 +80,8 @@ class SidRecommender:
         """The model that writes IDs. For an adapter trained on the first ``pretrained_layers`` layers of a base
         (the CPU recipe) that is those layers of the whole loaded base, adapter on, sharing its weights; else the
         model itself."""
-        layers = pretrained_layers(self.config)
-        return first_layers_view(self.model, layers) if layers and self.config.get("peft") else self.model
+        cfg = self.config
+        return first_layers_view(self.model, cfg.pretrained_layers) if cfg.layer_cut_adapter else self.model
 
     @property
     def two_paths(self) -> bool:
@@ -111,7 +95,7 @@ class SidRecommender:
         cfg = self.config
         if self.two_paths:
             return True
-        return not cfg.get("from_scratch") and not pretrained_layers(cfg) and bool(self.prompt_builder.args.text_tasks)
+        return not cfg.from_scratch and not cfg.pretrained_layers and bool(cfg.task_args.text_tasks)
 
     def words_model(self):
         """A context manager giving the model that writes words: the whole base with the adapter off for a
@@ -125,7 +109,7 @@ class SidRecommender:
     # ------------------------------------------------------------------ recommending
     @property
     def decoder(self):
-        from ..decoding.beam_search import IdDecoder
+        from ..decoding.columns import IdDecoder
 
         # The codebook grows in place (add_items), so remember how many items the trie was built for.
         if getattr(self, "_decoder", None) is None or self._decoder_items != len(self.codebook):
@@ -136,13 +120,9 @@ class SidRecommender:
     @cached_property
     def prompt_builder(self):
         """Writes prompts exactly as in training, from the saved task arguments; built once."""
-        from dataclasses import fields
+        from .tasks import ExampleBuilder
 
-        from .tasks import ExampleBuilder, TaskArguments
-
-        known = {f.name for f in fields(TaskArguments)}
-        args = TaskArguments(**{k: v for k, v in self.config.get("task_args", {}).items() if k in known})  # loading checked them
-        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, args)
+        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, self.config.task_args)
 
     def _index(self, item) -> int:
         """A codebook index from an index (int, checked) or an item id (str). ``RecommendationPipeline`` is the
@@ -181,7 +161,7 @@ class SidRecommender:
         ``style="request"``."""
         from tqdm.auto import tqdm
 
-        from ..decoding.beam_search import recommend_top_k
+        from ..decoding.top_k import recommend_top_k
 
         self.model.eval()
         indexed = [[self._index(i) for i in h] for h in histories]
@@ -228,6 +208,8 @@ class SidRecommender:
         config = copy.deepcopy(self.generation_config)
         if num_beams is not None:
             config.num_beams = config.num_return_sequences = num_beams
+        if config.num_beams == 1:  # beam-search-only settings mean nothing greedy (transformers warns of them)
+            config.early_stopping, config.length_penalty = False, 1.0
         return config
 
     @torch.no_grad()
@@ -237,7 +219,7 @@ class SidRecommender:
         opens is forced to be a real item. Returns ``{"text", "raw", "items"}`` with IDs shown as titles."""
         from transformers import LogitsProcessorList
 
-        from ..decoding.beam_search import TrieLogitsProcessor
+        from ..decoding.logits_processor import TrieLogitsProcessor
 
         if getattr(self.tokenizer, "chat_template", None):
             prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -263,7 +245,8 @@ class SidRecommender:
         ``num_beams`` defaults to the saved generation config's."""
         from transformers import LogitsProcessorList
 
-        from ..decoding.beam_search import TrieLogitsProcessor, left_pad
+        from ..decoding.columns import left_pad
+        from ..decoding.logits_processor import TrieLogitsProcessor
 
         prompts = [self.history_prompt_ids([self._index(i) for i in h], style) for h in histories]
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
@@ -294,7 +277,7 @@ class SidRecommender:
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        if self.config.get("peft"):
+        if self.config.peft:
             # The new ID rows live in the trainable-token delta; the resized base matrix need not be saved.
             self.model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
         else:
@@ -308,10 +291,11 @@ class SidRecommender:
         return out
 
     def save_description(self, save_directory: str | Path, model_card: str | None = None) -> Path:
-        """Rewrite only ``sid4llm_config.json`` and the model card of a saved folder: after the config gains
-        something measured later (e.g. ``config["evaluation"]``), without saving the weights again."""
+        """Rewrite only ``sid4llm_config.json``, ``results.json`` and the model card of a saved folder: after the
+        results gain something measured later (e.g. ``results["evaluation"]``), without saving the weights again."""
         out = Path(save_directory)
-        (out / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, default=str))
+        (out / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, default=str))
+        (out / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, default=str))
         (out / "README.md").write_text(model_card if model_card is not None else self.model_card())
         return out
 
@@ -319,7 +303,7 @@ class SidRecommender:
         """README.md for the saved folder / Hub repo (:mod:`sid4llm.lm.model_card`)."""
         from .model_card import recommender_card
 
-        return recommender_card(self.config, self.codebook)
+        return recommender_card(self.config, self.results, self.codebook)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | Path, dtype: torch.dtype = torch.float32,
@@ -331,8 +315,9 @@ class SidRecommender:
             path = Path(snapshot_download(str(path_or_repo_id), revision=revision))
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
-        config = read_json(path / CONFIG_FILE)
-        check_saved_args(config, path / CONFIG_FILE)
+        config, results = SidRecommenderConfig.from_saved(read_json(path / CONFIG_FILE), path / CONFIG_FILE)
+        if (path / RESULTS_FILE).is_file():
+            results = {**results, **read_json(path / RESULTS_FILE)}
         if not (path / VOCAB_FILE).is_file():
             raise ArtifactError(
                 f"{path / VOCAB_FILE}: file missing. It pins the tokenizer's ID tokens to the codebook the model was "
@@ -342,14 +327,15 @@ class SidRecommender:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         vocab = IdVocabulary.from_tokenizer(tokenizer, codebook)
         vocab.check_matches(path)
-        if config.get("peft", False):
+        if config.peft:
             from peft import PeftModel
 
             # The whole base: a layer-cut adapter's ID path reads its first layers (``id_model``), and its words path
             # all of them with the adapter off.
-            base = load_causal_lm(config["base_model"], dtype=dtype)
+            base = load_causal_lm(config.base_model, dtype=dtype)
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
-            model = PeftModel.from_pretrained(base, path)
+            with peft_without_its_deprecation():
+                model = PeftModel.from_pretrained(base, path)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
         model.eval()
@@ -365,7 +351,7 @@ class SidRecommender:
             if not isinstance(categories, list) or len(categories) != len(codebook):
                 raise ArtifactError(f"{path / CATALOGUE_FILE}: 'categories' must list one entry per item "
                                     f"({len(codebook)}), got {type(categories).__name__}")
-        return cls(model, vocab, generation_config, config, categories)
+        return cls(model, vocab, generation_config, config, categories, results)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     model_card: str | None = None, commit_message: str = "Upload sid4llm recommender") -> str:

@@ -29,13 +29,14 @@ import bisect
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..data import PreparedData
-from .tokenization import IdVocabulary
+from ..vocabulary import IdVocabulary
 
 TASKS = ("sequential", "natural_language", "alignment", "requests")
 SEQUENTIAL_TARGETS = ("all", "last")
@@ -44,9 +45,9 @@ IGNORE_INDEX = -100
 
 @dataclass
 class TaskArguments:
-    tasks: str = field(default="sequential",
-                       metadata={"help": f"Comma-separated tasks to train on, from {TASKS}."})
-    sequential_targets: str = field(
+    tasks: list[str] = field(default_factory=lambda: ["sequential"],
+                             metadata={"help": f"Tasks to train on, from {TASKS}."})
+    sequential_targets: Literal["all", "last"] = field(
         default="all", metadata={"help": "all: every item of a train history is a target (whole-history streams, the "
                                          "paper's setting); last: one target per example (windows_per_user examples per user)."})
     history_token_budget: int | None = field(
@@ -63,7 +64,7 @@ class TaskArguments:
     windows_per_user: int = field(default=4, metadata={"help": "sequential_targets=last and natural_language: examples per "
                                                                "user, ending at its most recent train events."})
     max_examples_per_task: int | None = field(default=None, metadata={"help": "Cap each task's examples (random, seeded)."})
-    prompt_format: str = field(default="auto", metadata={"help": "Text tasks: chat (tokenizer's chat template), plain, or "
+    prompt_format: Literal["auto", "chat", "plain"] = field(default="auto", metadata={"help": "Text tasks: chat (tokenizer's chat template), plain, or "
                                                                   "auto (chat when the tokenizer has a template)."})
     system_prompt: str = field(default="You are a recommender. Answer with item IDs.",
                                metadata={"help": "System message for chat-formatted examples ('' for none)."})
@@ -79,6 +80,7 @@ class TaskArguments:
                                           metadata={"help": "What the catalogue's items are called in requests."})
 
     def __post_init__(self):
+        self.task_list()
         if self.sequential_targets not in SEQUENTIAL_TARGETS:
             raise ValueError(f"sequential_targets must be one of {SEQUENTIAL_TARGETS}, got {self.sequential_targets!r}")
         if not 0.0 <= self.context_fraction < 1.0:
@@ -87,11 +89,13 @@ class TaskArguments:
             raise ValueError(f"history_token_budget must be at least 2 tokens, got {self.history_token_budget}")
 
     def task_list(self) -> list[str]:
-        tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown or not tasks:
-            raise ValueError(f"unknown task(s) {unknown or self.tasks!r}; choose from {TASKS}")
-        return tasks
+        """The tasks, checked (a list field's items are free strings to the parser)."""
+        if isinstance(self.tasks, str) or not self.tasks:
+            raise ValueError(f"tasks must be a non-empty list from {TASKS}, got {self.tasks!r}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {TASKS}")
+        return list(self.tasks)
 
     def window_length(self, vocab: IdVocabulary) -> int | None:
         """Most tokens of one whole-history window: the budget before its last target, plus that target."""

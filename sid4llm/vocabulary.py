@@ -21,18 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tokenizers import AddedToken
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from ..artifacts import ArtifactError, read_json
-from ..ids import SemanticIdCodebook
+from .artifacts import ArtifactError, read_json
+from .ids import SemanticIdCodebook
 
 BEGIN_TOKEN = "<|sid_begin|>"
 END_TOKEN = "<|sid_end|>"
 USER_TOKEN = "<|sid_user|>"
 VOCAB_FILE = "sid_vocabulary.json"
-EMBEDDING_INIT_STRATEGIES = ("mean", "titles", "random")
 
 
 def code_token(k: int) -> str:
@@ -213,7 +211,7 @@ class IdVocabulary:
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload sid4llm extended tokenizer") -> str:
         """The extended tokenizer and its codebook pin, as one commit (the codebook is pushed on its own)."""
-        from ..hub import push_folder
+        from .hub import push_folder
 
         return push_folder(self.save, repo_id, private, token, commit_message)
 
@@ -227,51 +225,3 @@ class IdVocabulary:
         if saved != self.new_token_ids:
             raise ArtifactError(f"{path}: the tokenizer's ID tokens have other token ids than when the model was "
                                 "saved; the tokenizer files were replaced or edited")
-
-
-# --------------------------------------------------------------------------------------------- embeddings
-
-
-@torch.no_grad()
-def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: str = "titles",
-                       noise_std: float = 0.01, seed: int = 0) -> None:
-    """Resize ``model`` to the extended tokenizer and initialise the new rows.
-
-    - ``mean``: the mean of the pretrained rows plus small noise (a neutral start that keeps logits sane);
-    - ``titles``: each code token starts at the mean embedding of the title tokens of the items that use the
-      code (so a code begins life near what it stands for); markers and disambiguation tokens get ``mean``;
-    - ``random``: N(0, initializer_range), what a plain resize would do.
-    """
-    if strategy not in EMBEDDING_INIT_STRATEGIES:
-        raise ValueError(f"embedding init strategy must be one of {EMBEDDING_INIT_STRATEGIES}, got {strategy!r}")
-    old_size = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(vocab.tokenizer), mean_resizing=False)
-    emb = model.get_input_embeddings().weight
-    generator = torch.Generator().manual_seed(seed)
-    new_ids = torch.tensor(vocab.new_token_ids)
-    existing = emb[: min(old_size, int(new_ids.min()))]
-    mean, std = existing.mean(0), existing.std(0).mean()
-    noise = torch.randn(len(new_ids), emb.shape[1], generator=generator) * noise_std * std
-    if strategy == "random":
-        init_std = getattr(model.config, "initializer_range", 0.02)
-        emb[new_ids] = (torch.randn(len(new_ids), emb.shape[1], generator=generator) * init_std).to(emb.dtype)
-    else:
-        emb[new_ids] = (mean + noise).to(emb.dtype)
-    if strategy == "titles" and vocab.codebook.titles:
-        sums = torch.zeros(vocab.codebook.vocab_size, emb.shape[1])
-        counts = torch.zeros(vocab.codebook.vocab_size)
-        for title, codes in zip(vocab.codebook.titles, vocab.codebook.codes):
-            ids = vocab.tokenizer(title, add_special_tokens=False)["input_ids"] if title else []
-            if not ids:
-                continue
-            title_vec = emb[torch.tensor(ids)].float().mean(0)
-            for c in set(codes):
-                sums[c] += title_vec
-                counts[c] += 1
-        used = counts > 0
-        code_ids = torch.tensor(vocab.code_token_ids)
-        emb[code_ids[used]] = (sums[used] / counts[used, None] + noise[3 : 3 + len(code_ids)][used]).to(emb.dtype)
-    output = model.get_output_embeddings()
-    if output is not None and output.weight.data_ptr() != emb.data_ptr():  # untied head: new rows start at the mean
-        out_existing = output.weight[: existing.shape[0]]
-        output.weight[new_ids] = out_existing.mean(0).to(output.weight.dtype)
