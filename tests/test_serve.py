@@ -4,6 +4,7 @@ names the field while the server keeps serving."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -112,6 +113,12 @@ def test_a_query_in_words_is_read_as_the_chat_reads_it(server, pipe):
     answer = server.client.post("/v1/recommend", json={"history": ["Scary Movie (2000)"], "query": query, "k": 3}).json()
     expected = pipe.recommend_request(query, pipe.resolve(["Scary Movie (2000)"]), k=3)
     assert ids(answer["items"]) == ids(expected)
+
+
+def test_a_json_body_sent_as_curl_d_sends_it_is_read_as_json(server, pipe):
+    body = json.dumps({"history": HISTORIES[1], "k": 2})
+    answer = server.client.post("/v1/recommend", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 200 and ids(answer.json()["items"]) == ids(pipe.recommend(HISTORIES[1], k=2))
 
 
 def test_an_empty_history_gets_the_cold_start_list(server, pipe):

@@ -85,6 +85,24 @@ class BodySizeLimit:
                 await too_large(scope, receive, send)
 
 
+class JsonBodies:
+    """ASGI middleware: a body sent without a content type, or as a form (``curl -d`` without ``-H``), is read as
+    the JSON it almost always is, instead of failing as "not a dictionary"."""
+
+    FORM = b"application/x-www-form-urlencoded"
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            kind = dict(scope.get("headers") or []).get(b"content-type", b"")
+            if not kind or kind.split(b";")[0].strip() == self.FORM:
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def _validation_message(err: RequestValidationError) -> tuple[int, str, str | None]:
     errors = err.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -120,6 +138,7 @@ def create_app(pipe: RecommendationPipeline, settings: ServeArguments) -> FastAP
     app = FastAPI(title="sid4llm", version="0.1.0", lifespan=lifespan,
                   description="Recommendations and chat from a variable-length semantic-ID recommender.")
     app.state.batcher = batcher
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
