@@ -341,7 +341,8 @@ def test_a_config_saved_before_results_moved_out_still_loads(saved_copy):
     config, results = json.loads(config_file.read_text()), json.loads(results_file.read_text())
     del config["format_version"]
     config["task_args"]["tasks"] = ",".join(config["task_args"]["tasks"])
-    config_file.write_text(json.dumps({**config, **results}))
+    legacy = {k: results[k] for k in ("metrics", "example_stats")}  # what configs held before format 1
+    config_file.write_text(json.dumps({**config, **legacy}))
     results_file.unlink()
     rec = SidRecommender.from_pretrained(saved_copy)
     assert rec.config.task_args.tasks == config["task_args"]["tasks"].split(",")

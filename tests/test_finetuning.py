@@ -61,9 +61,12 @@ def test_finetune_lowers_the_loss_trains_new_rows_only_and_reloads_identically(t
     assert not torch.allclose(after[vocab.code_token_ids], before[vocab.code_token_ids])  # ID rows learned
 
 
+def _trainer_state(output_dir) -> dict:
+    return json.loads((Path(output_dir) / "trainer_state.json").read_text())
+
+
 def _trainer_log(output_dir):
-    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
-    return [h for h in state["log_history"] if "loss" in h]
+    return [h for h in _trainer_state(output_dir)["log_history"] if "loss" in h]
 
 
 def test_saved_recommender_reloads_onto_a_fresh_base_with_identical_logits(tmp_path, tiny_lm_dir, tiny_prepared):
@@ -302,3 +305,42 @@ def test_the_saved_config_holds_settings_and_results_json_what_was_measured(trai
     assert results["metrics"]["train_loss"] > 0 and "segments_by_task" in results["example_stats"]
     rec = SidRecommender.from_pretrained(trained_dir)
     assert rec.config.task_args.tasks == saved["task_args"]["tasks"] and rec.results == results
+
+
+def test_a_small_dataset_gets_the_step_floor_and_the_run_says_so(tmp_path, tiny_lm_dir, tiny_prepared, caplog):
+    """Counted in epochs, a few hundred users give a handful of updates; ``min_steps`` raises that to the floor,
+    and the plan (steps, epochs, why) is logged and kept in results.json."""
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=-1,
+                                                            num_train_epochs=1)
+    data_args.min_steps, data_args.eval_examples = 40, 0
+    with caplog.at_level("WARNING", logger="sid4llm.lm.model_selection"):
+        rec = run_finetune(model_args, data_args, task_args, training_args)
+    plan = rec.results["training_plan"]
+    assert plan["steps"] == 40 and plan["epochs"] > 2 and "below the floor min_steps=40" in plan["reason"]
+    assert _trainer_state(training_args.output_dir)["global_step"] == 40
+    assert "training 40 steps" in caplog.text
+
+
+def test_validation_recall_keeps_the_best_state_of_the_run(tmp_path, tiny_lm_dir, tiny_prepared):
+    from sid4llm.lm.model_selection import ValidationRecall
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=8)
+    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
+    scores = iter([0.1, 0.5, 0.2, 0.3])  # the best at step 4: the saved model must be that state
+    states = {}
+    real_recall = ValidationRecall.recall
+
+    def scripted(self, model):
+        real_recall(self, model)  # decodes as it would (the callback really runs the model)
+        states[len(states) * 2 + 2] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return next(scores)
+
+    ValidationRecall.recall = scripted
+    try:
+        rec = run_finetune(model_args, data_args, task_args, training_args)
+    finally:
+        ValidationRecall.recall = real_recall
+    validation = rec.results["validation"]
+    assert [p["step"] for p in validation["curve"]] == [2, 4, 6, 8] and validation["best"]["step"] == 4
+    kept = dict(rec.model.named_parameters())
+    assert all(torch.equal(kept[n], p) for n, p in states[4].items())

@@ -24,6 +24,7 @@ from ..decoding.columns import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
 from ..vocabulary import IdVocabulary
 from .embedding_init import init_id_embeddings
+from .model_selection import ValidationRecall, plan_training_steps, sampled_users
 from .models import (
     ModelArguments,
     full_layer_adapter_targets,
@@ -52,6 +53,16 @@ class SidDataArguments:
     data_dir: str = field(metadata={"help": "Prepared dataset (sid4llm prepare-data)."})
     codebook: str = field(metadata={"help": "A saved SemanticIdCodebook (or the output_dir of sid4llm train-ids)."})
     eval_examples: int = field(default=256, metadata={"help": "Validation examples (next-item on the valid split) for eval loss."})
+    min_steps: int = field(default=0, metadata={
+        "help": "Train at least this many steps whatever the dataset's size (epochs of a small dataset are few "
+                "updates); applies when max_steps is unset. 0: no floor."})
+    valid_users: int = field(default=0, metadata={
+        "help": "Every valid_every steps, recall@10 on this many seeded users of the valid split; the best model "
+                "is kept. 0: off."})
+    valid_every: int | None = field(default=None, metadata={
+        "help": "Steps between validation-recall evaluations (default: a tenth of the run)."})
+    valid_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many validation evaluations without a gain (None: train to the end)."})
 
 
 def load_codebook(path: str | Path) -> SemanticIdCodebook:
@@ -206,6 +217,7 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
                  training_args: TrainingArguments, callbacks: list | None = None,
                  data_collator=None) -> SidRecommender:
     set_seed(training_args.seed)
+    requested = training_settings(training_args, data_args)  # before the step floor changes max_steps
     data = PreparedData.load(data_args.data_dir)
     codebook = load_codebook(data_args.codebook)
     check_same_catalogue(codebook, data)
@@ -223,15 +235,23 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
                                 max_examples_per_task=data_args.eval_examples)
             eval_ds = pack_segments(build_segments(data, vocab, eval_args, "valid"), row_length)
 
+    plan = plan_training_steps(training_args, len(train_ds), data_args.min_steps, training_args.world_size)
     if training_args.dataloader_pin_memory and not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # pinned memory needs an accelerator (torch warns on CPU)
     use_peft = model_args.use_peft and not model_args.from_scratch
     if use_peft:
         model = apply_lora(model, model_args, vocab)
+    config = SidRecommenderConfig(
+        base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args, peft=use_peft,
+        from_scratch=model_args.from_scratch, training_settings=requested,
+        data_dir=str(data_args.data_dir), dataset=data.stats.get("source"),
+        dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")})
+    selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed)
     trainer = IdLossTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id), processing_class=vocab.tokenizer,
-        callbacks=callbacks, id_decoder=IdDecoder.build(vocab), id_softmax=model_args.id_softmax,
+        callbacks=[*(callbacks or []), *([selection] if selection else [])], id_decoder=IdDecoder.build(vocab),
+        id_softmax=model_args.id_softmax,
     )
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_state()
@@ -240,12 +260,8 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         metrics.update(trainer.evaluate())
     stats = training_data_stats(segments, train_ds, vocab, data.item_popularity, row_length)
     metrics["train_examples_by_task"] = stats["segments_by_task"]
-    config = SidRecommenderConfig(
-        base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args, peft=use_peft,
-        from_scratch=model_args.from_scratch, training_settings=training_settings(training_args),
-        data_dir=str(data_args.data_dir), dataset=data.stats.get("source"),
-        dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")})
-    results = {"metrics": _jsonable(metrics), "example_stats": _jsonable(stats)}
+    results = {"metrics": _jsonable(metrics), "example_stats": _jsonable(stats), "training_plan": plan,
+               **({"validation": selection.summary()} if selection else {})}
     categories = list(data.items["categories"]) if "categories" in data.items.column_names else None
     recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config, categories, results)
     out = Path(training_args.output_dir)
@@ -270,8 +286,28 @@ TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_si
                      "seed")
 
 
-def training_settings(training_args: TrainingArguments) -> dict:
-    return _jsonable({k: getattr(training_args, k, None) for k in TRAINING_SETTINGS})
+# The SidDataArguments that change what a run learns or which of its states is kept.
+DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience")
+
+
+def training_settings(training_args: TrainingArguments, data_args: SidDataArguments) -> dict:
+    return _jsonable({**{k: getattr(training_args, k, None) for k in TRAINING_SETTINGS},
+                      **{k: getattr(data_args, k) for k in DATA_SETTINGS}})
+
+
+def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecommenderConfig,
+                      data_args: SidDataArguments, steps: int, seed: int) -> ValidationRecall | None:
+    """The model-selection callback of ``data_args`` (None when ``valid_users`` is 0): it decodes with the model
+    being trained, which for a layer cut is the cut model itself (no first-layers view)."""
+    if data_args.valid_users <= 0:
+        return None
+    valid = data.sequences["valid"]
+    users = sampled_users(len(valid), data_args.valid_users, seed)
+    histories, targets = [list(valid[u]["history"]) for u in users], [int(valid[u]["target"]) for u in users]
+    as_trained = replace(config, model_args=replace(config.model_args, pretrained_layers=None))
+    generation = recommendation_generation_config(vocab)
+    return ValidationRecall(lambda model: SidRecommender(model, vocab, generation, as_trained), histories, targets,
+                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience)
 
 
 def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
@@ -289,7 +325,7 @@ def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, t
     saved = json.loads((out / CONFIG_FILE).read_text())
     same = (saved.get("format_version") == FORMAT_VERSION and saved.get("model_args") == _jsonable(asdict(model_args))
             and saved.get("task_args") == _jsonable(asdict(task_args))
-            and saved.get("training_settings") == training_settings(training_args)
+            and saved.get("training_settings") == training_settings(training_args, data_args)
             and Path(saved.get("data_dir", "")).resolve() == Path(data_args.data_dir).resolve()
             and read_json(out / VOCAB_FILE).get("codebook_fingerprint") == codebook_fingerprint(load_codebook(data_args.codebook)))
     if not same:
