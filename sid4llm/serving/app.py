@@ -53,14 +53,16 @@ class BodySizeLimit:
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
+    def _too_large(self) -> JSONResponse:
+        return _error(413, f"the request body is larger than this server's limit of {self.max_bytes:,} bytes "
+                           f"(--max_body_bytes)", "body")
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = _error(413, f"the request body is larger than this server's limit of {self.max_bytes:,} bytes "
-                                f"(--max_body_bytes)", "body")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(scope, receive, send)
+            return await self._too_large()(scope, receive, send)
         received = 0
         started = False
 
@@ -82,7 +84,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except self._TooLarge:
             if not started:
-                await too_large(scope, receive, send)
+                await self._too_large()(scope, receive, send)
 
 
 class JsonBodies:
