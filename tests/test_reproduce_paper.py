@@ -19,7 +19,8 @@ def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_p
     cmd = [sys.executable, str(REPO / "recipes" / "reproduce_paper.py"), "--data_dir", tiny_prepared["data_dir"],
            "--output_dir", str(out), "--seeds", "0", "1", "--length_costs", "3", "6", "--main_length_cost", "6",
            "--later_seed_methods", "varlen", "fixed", "rqkmeans", "reinforce", "--rec_sets", "varlen", "fixed", "rqkmeans", "reinforce", "--id_steps", "3", "--id_vocab_size", "4",
-           "--rec_steps", "2", "--budget", "20", "--budgets", "10", "20", "--eval_users", "5", "--num_beams", "4",
+           "--rec_epochs", "1", "--budget", "20", "--budgets", "10", "20", "--eval_users", "5", "--num_beams", "4",
+           "--bootstrap_resamples", "50", "--cold_start_fraction", "0.25",
            "--llm_steps", "1", "--llm_eval_users", "3", "--model_name_or_path", tiny_lm_dir]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -38,8 +39,17 @@ def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_p
     fixed = next(r for r in results["recommenders"] if r["name"] == "fixed")
     assert fixed["mean_recommended_id_length@10"] >= 4  # fixed IDs: every code, plus a disambiguation token at times
 
+    paired = {(p["b"], p["budget"]): p for p in results["claim2_paired"]}
+    assert set(paired) == {("fixed", 10), ("fixed", 20), ("rqkmeans", 20)}
+    for p in paired.values():  # the same 5 users for both methods; an interval around the observed difference
+        assert p["users"] == 5 and p["recall@10"]["low"] <= p["recall@10"]["difference"] <= p["recall@10"]["high"]
+        assert p["verdict_recall"] in ("ahead", "behind", "level")
+    assert all(r["epochs"] == 1.0 for r in results["recommenders"])
+    assert [r["name"] for r in results["cold_start"]["recommenders"]] == ["varlen", "fixed", "rqkmeans"]
+
     report = (out / "results.md").read_text()
-    for heading in ("## Claim 1", "## Claim 2", "## Claim 3", "## Beyond the paper", "0.0466"):
+    for heading in ("## Claim 1", "## Claim 2", "## Claim 3", "## Beyond the paper", "0.0466",
+                    "Claim 2 verdict (varlen − fixed, paired 95 % intervals)", "cold-start items", "0 (by construction)"):
         assert heading in report, heading
     for plot in ("recall_vs_budget.png", "training_curves.png", "length_vs_popularity.png"):
         assert (out / plot).stat().st_size > 1000, plot

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "talk to a trained recommender: titles in, catalogue items out"),
     "serve": ("serve", "serve a trained recommender over HTTP: /v1/recommend, OpenAI-compatible /v1/chat/completions"),
     "add-items": ("add_items", "give new (cold-start) items IDs without changing any existing one"),
+    "cold-start": ("cold_start", "how well new items are recommended from their text alone (held-out items, add_items)"),
     "quickstart": ("quickstart", "every step in one run on bundled MovieLens-1M and SmolLM2, sized for 2 CPU cores"),
     "reproduce-paper": ("reproduce_paper", "the claims of arXiv 2602.16375 on one dataset, with results.md"),
 }

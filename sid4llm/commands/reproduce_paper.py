@@ -32,13 +32,12 @@ import numpy as np
 
 from ..cli import run_command
 from ..data import PreparedData
-from ..evaluation import evaluate_recommender, sample_users
+from ..evaluation import evaluate_recommender, interval_verdict, paired_bootstrap, sample_users
 from ..lm.tasks import budget_history
 from ..reporting import machine_description, markdown_table, write_json
-from . import finetune, train_ids
+from . import cold_start, finetune, train_ids
 
-IDS_CONFIGS = {"varlen": "ids/varlen_dvae.yaml", "fixed": "ids/fixed_dvae.yaml", "rqkmeans": "ids/rqkmeans.yaml",
-               "reinforce": "ids/reinforce.yaml"}  # shipped configs (sid4llm/configs/)
+IDS_CONFIGS = train_ids.SHIPPED_ID_CONFIGS
 # The paper's Yambda numbers for claim 2 (its Table 2): recall@10, coverage@10 (distinct items), mean ID length.
 PAPER_CLAIM2 = {"varlen": {"recall@10": 0.0466, "distinct_items@10": 20322, "mean_recommended_id_length@10": 2.86},
                 "fixed": {"recall@10": 0.0418, "distinct_items@10": 14286, "mean_recommended_id_length@10": 6},
@@ -51,26 +50,31 @@ class ReproduceArguments:
     data_dir: str = field(metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
     output_dir: str = field(metadata={"help": "Where runs, results and plots go."})
     seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
+    id_methods: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans", "reinforce"], metadata={"help": "ID methods trained on the first seed (reinforce only feeds claim 3)."})
     later_seed_methods: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID methods trained again on the seeds after the first (the first seed trains all of them)."})
     rec_seeds: list[int] | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
     length_costs: list[float] = field(default_factory=lambda: [4.0], metadata={"help": "Length costs c for the varlen dVAE (one ID set each)."})
     main_length_cost: float = field(default=4.0, metadata={"help": "The varlen setting used for the recommenders and the LLM."})
     id_steps: int = field(default=2000, metadata={"help": "Training steps (a batch of its config's events each) for every learned ID method."})
     rec_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
-    rec_steps: int = field(default=400, metadata={"help": "Training steps of every from-scratch recommender at the main budget; the sweep scales them so every run reads the same tokens."})
+    rec_epochs: float = field(default=1.0, metadata={"help": "Epochs of its own ID streams for every from-scratch recommender (each training target seen as often, whatever its IDs' length); the config's min_steps floor is off so that the runs compare."})
+    rec_steps: int | None = field(default=None, metadata={"help": "Instead of --rec_epochs: this many steps at the main budget, scaled at the other budgets so that every run reads the same tokens."})
     budget: int = field(default=128, metadata={"help": "History token budget of the main comparison."})
-    budgets: list[int] = field(default_factory=lambda: [64, 128, 256], metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed)."})
-    eval_users: int = field(default=500, metadata={"help": "Test users evaluated (a seeded random sample; 0 = all)."})
+    budgets: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"help": "Budgets for the varlen-vs-fixed sweep (first seed; the main budget on every recommender seed)."})
+    eval_users: int = field(default=0, metadata={"help": "Test users evaluated (0 = all, the default: the paired intervals need them; else a seeded random sample, the same users for every method)."})
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
+    bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap draws of the users for the paired varlen-vs-fixed intervals."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
     llm_config: str = field(default="finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first layer, fully fine-tuned)."})
     llm_steps: int = field(default=0, metadata={"help": "Fine-tuning steps per ID set for the SmolLM2 comparison (0 = skip it, the default on 2 CPU cores)."})
     llm_eval_users: int = field(default=500, metadata={"help": "Test users for the SmolLM2 comparison."})
+    cold_start_fraction: float = field(default=0.1, metadata={"help": "Part 5, cold start (sid4llm cold-start): share of the items held out of training and added back from their text, for the varlen/fixed/RQ-KMeans recommenders at the main budget (0 = skip)."})
 
 
 KS = (1, 5, 10, 20)
+RANKINGS_FILE = "rankings.json"  # a run's per-user lists (users, targets, top-20), for the paired intervals
 
 
 def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
@@ -78,8 +82,13 @@ def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
     schedules span the first half of the steps (its config's anneal_fraction), whatever their number. A
     collapsed codebook is a result here (REINFORCE's), so it is kept."""
     common = {"vocab_size": args.id_vocab_size, "allow_collapse": True}
-    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in args.length_costs]
-    return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce")]
+    methods = set(args.id_methods)
+    unknown = sorted(methods - set(IDS_CONFIGS))
+    if unknown:
+        raise SystemExit(f"error: --id_methods: unknown method(s) {unknown}; choose from {', '.join(IDS_CONFIGS)}")
+    runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in args.length_costs
+            if "varlen" in methods]
+    return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce") if m in methods]
 
 
 def config_name(value: str) -> str:
@@ -115,28 +124,59 @@ def history_usage(data: PreparedData, recommender, budget: int, users: int | Non
     return {"history_tokens_used": float(np.mean(tokens)), "history_items_used": float(np.mean([len(k) for k in kept]))}
 
 
-def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config: str, steps: int, budget: int,
-                    seed: int, eval_users: int | None, **overrides) -> dict:
+def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config: str, steps: int | None,
+                    budget: int, seed: int, eval_users: int | None, **overrides) -> dict:
+    """One recommender trained and evaluated (reused when ``out`` holds its result): ``steps`` optimizer steps,
+    or ``--rec_epochs`` epochs of its own streams when None. Its per-user lists go to ``rankings.json`` for the
+    paired comparisons."""
     result_file = out / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     start = time.time()
+    length = {"max_steps": steps} if steps else {"max_steps": -1, "num_train_epochs": args.rec_epochs, "min_steps": 0,
+                                                  "valid_users": 0}
     # The budget alone limits the history (the configs set no max_history_items), as in the paper.
     rec = finetune.trained_or_train(
-        config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, max_steps=steps, seed=seed,
+        config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, seed=seed,
         example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0,
-        model_name_or_path=args.model_name_or_path, **overrides)
+        model_name_or_path=args.model_name_or_path, **length, **overrides)
     train_seconds = time.time() - start
     ev = evaluate_recommender(rec, data, "test", KS, num_beams=args.num_beams, max_users=eval_users,
-                              invalid_rate_users=32)
-    result = {"name": name, "seed": seed, "budget": budget, "steps": steps, **ev["model"],
-              **history_usage(data, rec, budget, eval_users),
+                              invalid_rate_users=32, return_rankings=True)
+    plan = rec.results.get("training_plan") or {}
+    result = {"name": name, "seed": seed, "budget": budget, "steps": plan.get("steps", steps),
+              "epochs": plan.get("epochs"), **ev["model"], **history_usage(data, rec, budget, eval_users),
               "train_loss": rec.results.get("metrics", {}).get("train_loss"), "train_seconds": round(train_seconds, 1),
               "most_popular_recall@10": ev["most_popular"]["recall@10"], "n_items": len(rec.codebook)}
+    write_json(out / RANKINGS_FILE, ev["rankings"])
     write_json(result_file, result)
     for leftover in out.glob("checkpoint-*"):  # keep the final model, drop resumable checkpoints
         shutil.rmtree(leftover, ignore_errors=True)
     return result
+
+
+def rec_dir(out: Path, name: str, budget: int, seed: int) -> Path:
+    return out / "runs" / f"rec_{name}_b{budget}_s{seed}"
+
+
+def paired_claim2(out: Path, runs: list[dict], first: str, second: str, budget: int, n_items: int,
+                  resamples: int) -> dict | None:
+    """``first`` − ``second`` at one budget, paired over the same test users and averaged over the recommender
+    seeds both have (None when either has no run there)."""
+    seeds = sorted({r["seed"] for r in runs if r["name"] == first and r["budget"] == budget}
+                   & {r["seed"] for r in runs if r["name"] == second and r["budget"] == budget})
+    if not seeds:
+        return None
+    loaded = {n: [json.loads((rec_dir(out, n, budget, s) / RANKINGS_FILE).read_text()) for s in seeds]
+              for n in (first, second)}
+    targets = loaded[first][0]["targets"]
+    if any(x["users"] != loaded[first][0]["users"] for runs_ in loaded.values() for x in runs_):
+        raise SystemExit(f"error: the {first} and {second} runs at budget {budget} were scored on different users")
+    result = paired_bootstrap([x["model"] for x in loaded[first]], [x["model"] for x in loaded[second]], targets,
+                              n_items, k=10, resamples=resamples)
+    return {"a": first, "b": second, "budget": budget, "seeds": seeds, **result,
+            "verdict_recall": interval_verdict(result["recall@10"]),
+            "verdict_coverage": interval_verdict(result["coverage@10"])}
 
 
 def main(args: ReproduceArguments) -> None:
@@ -178,22 +218,33 @@ def main(args: ReproduceArguments) -> None:
         raise SystemExit(f"error: --rec_sets: unknown ID set(s) {unknown}; choose from varlen, fixed, rqkmeans, reinforce")
     rec_sets = [main_varlen if n == "varlen" else n for n in chosen] + [
         n for n, _, _ in id_runs(args) if n.startswith("varlen") and n != main_varlen]
+    rec_sets = [n for n in rec_sets if f"{n}_s{seeds[0]}" in ids]  # only the ID methods trained here
     rec_seeds = list(args.rec_seeds) if args.rec_seeds else seeds
     for seed in rec_seeds:
         for name in rec_sets:
             id_seed = seed if f"{name}_s{seed}" in ids else seeds[0]  # a seed without IDs of its own uses the first's
             print(f"== recommender on {name} IDs (seed {id_seed}), budget {args.budget}, seed {seed}", flush=True)
             recs.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{id_seed}" / "codebook",
-                                        out / "runs" / f"rec_{name}_b{args.budget}_s{seed}", args.rec_config,
+                                        rec_dir(out, name, args.budget, seed), args.rec_config,
                                         args.rec_steps, args.budget, seed, eval_users) | {"id_seed": id_seed})
     sweep: list[dict] = [r for r in recs if r["seed"] == seeds[0] and r["name"] in (main_varlen, "fixed")]
     for budget in [b for b in args.budgets if b != args.budget]:
-        steps = max(1, round(args.rec_steps * args.budget / budget))  # the same tokens as at the main budget
+        # fixed steps: the same tokens as at the main budget; epochs: each run's own streams
+        steps = max(1, round(args.rec_steps * args.budget / budget)) if args.rec_steps else None
         for name in (main_varlen, "fixed"):
-            print(f"== budget sweep: {name}, budget {budget}, {steps} steps", flush=True)
+            if f"{name}_s{seeds[0]}" not in ids:
+                continue
+            print(f"== budget sweep: {name}, budget {budget}", flush=True)
             sweep.append(run_recommender(args, data, name, out / "runs" / f"ids_{name}_s{seeds[0]}" / "codebook",
-                                         out / "runs" / f"rec_{name}_b{budget}_s{seeds[0]}", args.rec_config,
+                                         rec_dir(out, name, budget, seeds[0]), args.rec_config,
                                          steps, budget, seeds[0], eval_users))
+    every_run = recs + [x for x in sweep if x not in recs]
+    n_items = len(data.items)
+    paired = [p for b in sorted(set(args.budgets) | {args.budget})
+              if (p := paired_claim2(out, every_run, main_varlen, "fixed", b, n_items, args.bootstrap_resamples))]
+    if "rqkmeans" in rec_sets:
+        against_rq = paired_claim2(out, every_run, main_varlen, "rqkmeans", args.budget, n_items, args.bootstrap_resamples)
+        paired += [against_rq] if against_rq else []
     timings["recommenders"] = time.time() - t
 
     # 4: SmolLM2, varlen vs fixed, same budget
@@ -207,6 +258,18 @@ def main(args: ReproduceArguments) -> None:
                                        args.llm_steps, args.budget, seeds[0], args.llm_eval_users or None,
                                        tasks=["sequential"]) | {"llm": True})
     timings["llm"] = time.time() - t
+    # 5: cold-start items, on the ID methods trained here
+    cold: dict | None = None
+    t = time.time()
+    if args.cold_start_fraction > 0:
+        print("== cold start", flush=True)
+        cold = cold_start.main(cold_start.ColdStartArguments(
+            data_dir=args.data_dir, output_dir=str(out / "cold_start"), fraction=args.cold_start_fraction,
+            seed=seeds[0], id_sets=[m for m in ("varlen", "fixed", "rqkmeans") if m in args.id_methods],
+            id_steps=args.id_steps, id_vocab_size=args.id_vocab_size, length_cost=args.main_length_cost,
+            rec_config=args.rec_config,
+            rec_epochs=args.rec_epochs, budget=args.budget, num_beams=args.num_beams))
+    timings["cold_start"] = time.time() - t
     timings["total"] = time.time() - start
 
     results = {
@@ -215,9 +278,9 @@ def main(args: ReproduceArguments) -> None:
         "machine": machine_description(),
         "dataset": {k: data.stats.get(k) for k in ("source", "n_users", "n_items", "n_interactions", "density")},
         "arguments": asdict(args), "main_varlen": main_varlen, "ids": ids, "recommenders": recs,
-        "budget_sweep": sweep, "llm": llm, "paper": {"claim1": PAPER_CLAIM1, "claim2_yambda": PAPER_CLAIM2},
+        "budget_sweep": sweep, "claim2_paired": paired, "llm": llm, "cold_start": cold, "paper": {"claim1": PAPER_CLAIM1, "claim2_yambda": PAPER_CLAIM2},
         "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
-        "run_seconds": run_seconds(ids, recs + [x for x in sweep if x not in recs] + llm),
+        "run_seconds": run_seconds(ids, every_run + llm, cold),
     }
     write_json(out / "results.json", results)
     plots(out, results, seeds[0])
@@ -226,15 +289,18 @@ def main(args: ReproduceArguments) -> None:
 
 
 # --------------------------------------------------------------------------------------------- reporting
-def run_seconds(ids: dict, runs: list[dict]) -> dict:
+def run_seconds(ids: dict, runs: list[dict], cold: dict | None = None) -> dict:
     """Time spent inside the runs (training + evaluation), counted from each run's own record, so runs reused
     from an earlier invocation of the command are counted too."""
     id_s = sum(v["train_seconds"] or 0 for v in ids.values())
+
     def cost(x):
         return x["train_seconds"] + (x["n_users"] / x["users_per_second"] if x.get("users_per_second") else 0)
     scratch = sum(cost(x) for x in runs if not x.get("llm"))
     llm = sum(cost(x) for x in runs if x.get("llm"))
-    return {"ids": round(id_s, 1), "recommenders": round(scratch, 1), "llm": round(llm, 1), "total": round(id_s + scratch + llm, 1)}
+    cold_s = sum(x["train_seconds"] + x["eval_seconds"] for x in (cold or {}).get("recommenders", []))
+    return {"ids": round(id_s, 1), "recommenders": round(scratch, 1), "llm": round(llm, 1),
+            "cold_start": round(cold_s, 1), "total": round(id_s + scratch + llm + cold_s, 1)}
 
 
 def _id_summary(m: dict) -> dict:
@@ -279,7 +345,9 @@ def report(r: dict) -> str:
              "without IDs of its own uses the first seed's IDs); every learned ID method trained "
              f"{r['arguments']['id_steps']} steps (batches of interaction "
              "events) with its shipped config (no per-method tuning); every recommender trained "
-             f"{r['arguments']['rec_steps']} steps from scratch with the same config, history budget and seed.", ""]
+             + (f"{r['arguments']['rec_steps']} steps" if r['arguments'].get('rec_steps') else
+                f"{r['arguments']['rec_epochs']:g} epoch(s) of its own ID streams")
+             + " from scratch with the same config, history budget and seed.", ""]
 
     lines += ["## Claim 1 — variable-length IDs reconstruct about as well with fewer tokens; popular items get shorter codes", "",
               f"Paper: {r['paper']['claim1']}.", ""]
@@ -311,9 +379,7 @@ def report(r: dict) -> str:
                                             "mean_recommended_id_length@10")] for n in names]
     lines += _table(rows, ["IDs", "recall@10 per seed", "recall@10", "NDCG@10", "coverage@10", "history items used",
                            "mean rec. ID length"])
-    lines += ["", claim2_verdict(by_name, main_varlen)]
-    lines += ["", "Budget sweep (first seed; steps scaled so that every run reads the same number of tokens): recall@10 "
-              "(history items used)", ""]
+    lines += ["", "Budget sweep (first seed): recall@10 (history items used)", ""]
     budgets = sorted({x["budget"] for x in r["budget_sweep"]})
     rows = []
     for n in (main_varlen, "fixed"):
@@ -323,13 +389,14 @@ def report(r: dict) -> str:
             cells.append(f"{hit[0]['recall@10']:.4f} ({hit[0]['history_items_used']:.1f})" if hit else "–")
         rows.append([n] + cells)
     lines += _table(rows, ["IDs"] + [f"budget {b}" for b in budgets]) + ["", "![recall vs budget](recall_vs_budget.png)", ""]
-
-    lines += ["## Claim 3 — dVAE training is stabler than REINFORCE", "", "Paper: lower reconstruction error and "
-              "higher codebook usage for the dVAE.", ""]
-    rows = [[v["method"], v["seed"], v["recon_mse_uniform"], v["codebook_usage_overall"], v["codebook_perplexity"],
-             v["mean_length_uniform"]] for v in r["ids"].values() if v["method"] in (main_varlen, "fixed", "reinforce")]
-    lines += _table(rows, ["IDs", "seed", "recon (per item)", "codebook usage", "perplexity", "mean length"])
-    lines += ["", "![training curves](training_curves.png)", ""]
+    lines += claim2_section(r) + [""]
+    if any(v["method"] == "reinforce" for v in r["ids"].values()):
+        lines += ["## Claim 3 — dVAE training is stabler than REINFORCE", "", "Paper: lower reconstruction error "
+                  "and higher codebook usage for the dVAE.", ""]
+        rows = [[v["method"], v["seed"], v["recon_mse_uniform"], v["codebook_usage_overall"], v["codebook_perplexity"],
+                 v["mean_length_uniform"]] for v in r["ids"].values() if v["method"] in (main_varlen, "fixed", "reinforce")]
+        lines += _table(rows, ["IDs", "seed", "recon (per item)", "codebook usage", "perplexity", "mean length"])
+        lines += ["", "![training curves](training_curves.png)", ""]
 
     if r["llm"]:
         lines += ["## Beyond the paper — SmolLM2-135M-Instruct + LoRA on varlen vs fixed IDs", "",
@@ -339,32 +406,66 @@ def report(r: dict) -> str:
                  x["history_items_used"], x["train_loss"], x["train_seconds"]] for x in r["llm"]]
         lines += _table(rows, ["IDs", "recall@10", "NDCG@10", "coverage@10", "mean rec. ID length",
                                "history items used", "train loss", "train s"]) + [""]
+    if r.get("cold_start"):
+        lines += ["## Beyond the paper — cold-start items", ""] + cold_start.report(r["cold_start"]).split("\n")[2:]
     lines += ["![length vs popularity](length_vs_popularity.png)", ""]
     return "\n".join(lines)
 
 
-def claim2_verdict(by_name: dict[str, list[dict]], main_varlen: str) -> str:
-    """Claim 2 in one sentence: it holds when varlen's mean recall@10 beats fixed's and RQ-KMeans's by more
-    than the spread between seeds; the coverage@10 differences are reported beside it."""
-    if main_varlen not in by_name or "fixed" not in by_name:
-        return "Claim 2 verdict: needs both the varlen and the fixed-length recommenders."
+def claim2_section(r: dict) -> list[str]:
+    """The paired table (varlen − fixed at every budget, varlen − RQ-KMeans at the main one) and the verdict it
+    computes: the claim holds where the recall@10 interval lies above 0, is against the paper where it lies
+    below, and is undecided where it holds 0."""
+    paired = r.get("claim2_paired") or []
+    if not paired:
+        return ["Claim 2 verdict: needs the varlen and the fixed-length recommenders at the same budget."]
+    runs = r["recommenders"] + [x for x in r["budget_sweep"] if x not in r["recommenders"]]
 
-    def spread(rows: list[dict]) -> float:  # half the range over seeds (0 with one seed)
-        values = [x["recall@10"] for x in rows]
-        return (max(values) - min(values)) / 2
+    def run_of(name: str, budget: int) -> dict:
+        return next(x for x in runs if x["name"] == name and x["budget"] == budget)
 
-    v = by_name[main_varlen]
-    parts, ahead = [], []
-    for other in [n for n in ("fixed", "rqkmeans") if n in by_name]:
-        o = by_name[other]
-        gap = _mean(v, "recall@10") - _mean(o, "recall@10")
-        noise = max(spread(v), spread(o))
-        cov = _mean(v, "coverage@10") - _mean(o, "coverage@10")
-        ahead.append(gap > noise)
-        word = "ahead" if gap > noise else "behind" if gap < -noise else "level, within the seeds' spread"
-        parts.append(f"varlen vs {other}: recall@10 {gap:+.3f} ({word}; seed spread ±{noise:.3f}), coverage@10 {cov:+.3f}")
-    verdict = "held" if all(ahead) else "not reproduced"
-    return f"Claim 2 verdict at this budget ({len(v)} seed(s)): {verdict} — " + "; ".join(parts) + "."
+    def interval(x: dict) -> str:
+        return f"{x['difference']:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]"
+
+    first = paired[0]
+    lines = [f"Paired comparison on the same {first['users']:,} test users, {first['resamples']:,} bootstrap draws "
+             "of the users, 95 % percentile intervals (recall@10 averaged per user over the recommender seeds both "
+             "methods have). Tokens per item = ID length + 1 end token, averaged over the history interactions; "
+             "items in budget = the whole most-recent items that fit.", ""]
+    header = ["budget", "A − B", "seeds", "recall@10 A / B", "Δ recall@10 [95 % CI]", "p", "coverage@10 A / B",
+              "Δ coverage@10 [95 % CI]", "tokens/item A / B", "items in budget A / B", "mean rec. ID length A / B",
+              "epochs A / B", "verdict (recall)"]
+    rows = []
+    for p in paired:
+        a, b = run_of(p["a"], p["budget"]), run_of(p["b"], p["budget"])
+
+        def pair(key: str, digits: int = 3, a=a, b=b) -> str:
+            return "/".join(_fmt(x.get(key), digits) for x in (a, b))
+
+        tokens = "/".join(_fmt(x["history_tokens_used"] / x["history_items_used"] if x["history_items_used"] else None, 2)
+                          for x in (a, b))
+        rows.append([p["budget"], f"{p['a']} − {p['b']}", ",".join(map(str, p["seeds"])), pair("recall@10", 4),
+                     interval(p["recall@10"]), f"{p['recall@10']['p_value']:.3f}", pair("coverage@10", 4),
+                     interval(p["coverage@10"]), tokens, pair("history_items_used", 1),
+                     pair("mean_recommended_id_length@10", 2), pair("epochs", 2), p["verdict_recall"]])
+    lines += _table(rows, header) + ["", claim2_verdict(paired)]
+    return lines
+
+
+def claim2_verdict(paired: list[dict]) -> str:
+    """Claim 2 in one sentence, read from the paired recall@10 intervals of varlen − fixed at every budget:
+    held where they lie above 0, against the paper where below, undecided where they hold 0."""
+    fixed = [p for p in paired if p["b"] == "fixed"]
+    if not fixed:
+        return "Claim 2 verdict: needs the varlen and the fixed-length recommenders at the same budget."
+    words = {"ahead": "held", "behind": "against the paper", "level": "undecided"}
+    at = [f"budget {p['budget']}: {words[p['verdict_recall']]} (recall@10 {p['recall@10']['difference']:+.4f}, "
+          f"coverage@10 {p['coverage@10']['difference']:+.4f} {p['verdict_coverage']})" for p in fixed]
+    verdicts = {p["verdict_recall"] for p in fixed}
+    overall = ("held" if verdicts == {"ahead"} else "against the paper" if verdicts == {"behind"}
+               else "not reproduced" if "behind" in verdicts else "undecided" if verdicts == {"level"}
+               else "held at some budgets only")
+    return f"Claim 2 verdict (varlen − fixed, paired 95 % intervals): {overall} — " + "; ".join(at) + "."
 
 
 def plots(out: Path, r: dict, seed: int) -> None:

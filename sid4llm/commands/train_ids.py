@@ -29,6 +29,9 @@ from ..ids import (
 )
 
 logger = logging.getLogger(__name__)
+# Each ID method by its shipped config (sid4llm/configs/): what the paper reproduction and cold start compare.
+SHIPPED_ID_CONFIGS = {"varlen": "ids/varlen_dvae.yaml", "fixed": "ids/fixed_dvae.yaml", "rqkmeans": "ids/rqkmeans.yaml",
+                      "reinforce": "ids/reinforce.yaml"}
 
 
 def arguments(argv: list[str] | None = None) -> tuple[type, type]:

@@ -10,6 +10,7 @@ from .leave_one_out import (
     ranking_metrics,
     sample_users,
 )
+from .paired import interval_verdict, paired_bootstrap
 
-__all__ = ["evaluate_recommender", "format_table", "head_items", "load_metric", "most_popular_rankings", "ranking_metrics",
-           "sample_users"]
+__all__ = ["evaluate_recommender", "format_table", "head_items", "interval_verdict", "load_metric", "most_popular_rankings",
+           "paired_bootstrap", "ranking_metrics", "sample_users"]

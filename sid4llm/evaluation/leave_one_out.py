@@ -92,7 +92,7 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
                          num_beams: int | None = None, batch_size: int = 16, max_users: int | None = None,
                          invalid_rate_users: int = 64, accelerator=None, show_progress: bool = True,
                          exclude_seen: bool = True, report_with_seen: bool = False, seed: int = 0,
-                         style: str = "ids") -> dict:
+                         style: str = "ids", return_rankings: bool = False) -> dict:
     """Constrained top-K for the users of ``split`` (all, or a seeded random ``max_users``), metrics against
     the held-out targets, the most-popular floor on the same users under the same rule, and the invalid-ID
     rate of unconstrained greedy decoding on a sample of users.
@@ -123,6 +123,8 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
         ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
                                              accelerator, show_progress, style)
         metrics = score(ranked)
+        if return_rankings and not name:
+            result["rankings"] = {"users": users, "targets": [int(t) for t in targets], "model": ranked}
         # A list is invalid when it names a non-item, or is shorter than the items it could hold.
         room = [n_items - (len(set(h)) if exclude else 0) for h in histories]
         metrics["invalid_rate_constrained"] = float(np.mean([len(r) < min(k_max, n) or any(i < 0 or i >= n_items for i in r)
