@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .item_embeddings import EMBEDDINGS_FILE, save_item_embeddings
-from .prepare import PreparedData, quiet_progress_bars
+from .prepare import PreparedData, write_prepared_folder
 from .processing import process_interactions
 from .readers import DataFormatError, RawData
 
@@ -33,9 +32,9 @@ class ColdItems:
     fraction: float
     seed: int
 
-    def save(self, folder: Path) -> None:
-        (folder / COLD_ITEMS_FILE).write_text(json.dumps(
-            {"item_idx": self.item_idx, "item_ids": self.item_ids, "fraction": self.fraction, "seed": self.seed}))
+    def to_json(self) -> str:
+        return json.dumps({"item_idx": self.item_idx, "item_ids": self.item_ids, "fraction": self.fraction,
+                           "seed": self.seed})
 
     @classmethod
     def load(cls, folder: str | Path) -> ColdItems:
@@ -79,8 +78,6 @@ def write_without_items(data: PreparedData, cold: np.ndarray, output_dir: str | 
     """The warm dataset at ``output_dir``: ``data`` without the ``cold`` items anywhere (histories, targets,
     catalogue, embeddings), split again (a user left with fewer than 3 events is dropped, as in prepare-data).
     Written to a temporary sibling and moved into place, so a failure leaves nothing half-written."""
-    import shutil
-
     out = Path(output_dir)
     cold = np.asarray(sorted(set(int(i) for i in cold)), dtype=np.int64)
     if len(cold) and (cold.min() < 0 or cold.max() >= len(data.items)):
@@ -98,19 +95,10 @@ def write_without_items(data: PreparedData, cold: np.ndarray, output_dir: str | 
     row_of = {item: i for i, item in enumerate(data.items["item_id"])}
     vectors = data.item_embeddings()[[row_of[i] for i in warm_ids]]
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    with quiet_progress_bars():
-        processed.sequences.save_to_disk(str(tmp / "sequences"))
-        processed.items.save_to_disk(str(tmp / "items"))
-    save_item_embeddings(tmp / EMBEDDINGS_FILE, vectors, warm_ids, {"source": "subset", "of": str(data.path)})
-    stats = {**processed.stats, "embedding_dim": int(vectors.shape[1]), "embeddings": data.stats.get("embeddings")}
-    stats["cold_start"] = {"full_dataset": str(data.path), "cold_items": int(len(cold)), "fraction": fraction, "seed": seed}
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
-    ColdItems([int(i) for i in cold], [str(item_ids[i]) for i in cold], fraction, seed).save(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    stats = {**processed.stats, "embedding_dim": int(vectors.shape[1]), "embeddings": data.stats.get("embeddings"),
+             "cold_start": {"full_dataset": str(data.path), "cold_items": int(len(cold)), "fraction": fraction,
+                            "seed": seed}}
+    held_out = ColdItems([int(i) for i in cold], [str(item_ids[i]) for i in cold], fraction, seed)
+    write_prepared_folder(out, processed, stats, (vectors, {"source": "subset", "of": str(data.path)}),
+                          {COLD_ITEMS_FILE: held_out.to_json()})
     return PreparedData.load(out)

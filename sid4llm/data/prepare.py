@@ -150,6 +150,28 @@ def embed_items(items: Dataset, args: PrepareDataArguments) -> tuple[np.ndarray,
                      "example_text": texts[0]}
 
 
+def write_prepared_folder(out: Path, processed: ProcessedData, stats: dict,
+                          embeddings: tuple[np.ndarray, dict] | None, extra_files: dict[str, str] | None = None) -> None:
+    """A prepared dataset folder at ``out``: splits, items, stats.json, the embeddings (vectors and their
+    description) and ``extra_files`` (name → text). Built in a temporary sibling and moved into place at the end,
+    so a failure (bad data, a killed run) never leaves a half-written dataset or destroys an existing one."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with quiet_progress_bars():  # a save of a few MB takes milliseconds: no bar in the logs
+        processed.sequences.save_to_disk(str(tmp / "sequences"))
+        processed.items.save_to_disk(str(tmp / "items"))
+    if embeddings is not None:
+        save_item_embeddings(tmp / EMBEDDINGS_FILE, embeddings[0], processed.items["item_id"], embeddings[1])
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 def prepare_dataset(args: PrepareDataArguments) -> Path:
     """Read, clean, split and embed; write everything to ``args.output_dir`` and return that path.
 
@@ -174,19 +196,6 @@ def prepare_dataset(args: PrepareDataArguments) -> Path:
         stats["embedding_dim"] = int(vectors.shape[1])
         stats["embeddings"] = embed_info
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    with quiet_progress_bars():  # a save of a few MB takes milliseconds: no bar in the logs
-        processed.sequences.save_to_disk(str(tmp / "sequences"))
-        processed.items.save_to_disk(str(tmp / "items"))
-    if embed_info is not None:
-        save_item_embeddings(tmp / EMBEDDINGS_FILE, vectors, processed.items["item_id"],
-                             {k: v for k, v in embed_info.items() if k != "example_text"})
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    (tmp / "prepare_args.json").write_text(json.dumps(asdict(args), indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    vectors_and_info = (vectors, {k: v for k, v in embed_info.items() if k != "example_text"}) if embed_info else None
+    write_prepared_folder(out, processed, stats, vectors_and_info, {"prepare_args.json": json.dumps(asdict(args), indent=2)})
     return out
