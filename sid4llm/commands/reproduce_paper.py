@@ -1,23 +1,29 @@
 """Check the three claims of "Variable-Length Semantic IDs for Recommender Systems" (arXiv 2602.16375) with
-this code, on any prepared dataset.
+this code, on any prepared dataset, and measure what the paper did not: cold-start items.
 
-    sid4llm reproduce-paper --data_dir data/ml-1m --output_dir outputs/paper      # CPU-sized default
-    sid4llm reproduce-paper --data_dir ... --output_dir ... --id_steps 5000 --rec_steps 5000 \
-        --budgets 128,256,512 --eval_users 0 --llm_steps 2000                                # GPU-sized
+    sid4llm reproduce-paper --data_dir data/ml-1m --output_dir outputs/paper --seeds 0 \
+        --id_methods varlen fixed rqkmeans --rec_sets varlen fixed        # the 2-core CPU run in docs/
+    sid4llm reproduce-paper --data_dir data/ml-1m --output_dir outputs/paper    # the whole protocol, 3 seeds
 
-Protocol (every method gets the same effort: its shipped config from sid4llm/configs/ids/, untuned here, and
-the same number of training steps; seeds fixed):
-1. IDs by each method — varlen dVAE at each length cost, fixed-length dVAE, RQ-KMeans, REINFORCE — on each
-   seed (REINFORCE on the first only, unless ``--later_seed_methods`` names it): reconstruction, length, codebook usage/perplexity, Spearman(length, popularity).
+Protocol (every method gets the same effort: its shipped config from sid4llm/configs/ids/, untuned here; seeds
+fixed; every method scored on the same test users — all of them by default):
+1. IDs by each method of ``--id_methods`` — varlen dVAE at each length cost, fixed-length dVAE, RQ-KMeans,
+   REINFORCE — on each seed (REINFORCE on the first only, unless ``--later_seed_methods`` names it):
+   reconstruction, length, codebook usage/perplexity, Spearman(length, popularity).
 2. For each ID set, the same small decoder-only transformer trained from scratch (sid4llm/configs/finetune/
-   from_scratch.yaml) with the same history **token** budget, steps and seed, then the same constrained
-   evaluation on the test split; varlen vs fixed repeated at every budget of ``--budgets`` (first seed).
+   from_scratch.yaml) with the same history **token** budget and seed for ``--rec_epochs`` epochs of its own
+   streams, then the same constrained evaluation on the test split; varlen vs fixed repeated at every budget of
+   ``--budgets`` (first seed). Claim 2 is decided by a paired bootstrap over the users
+   (:mod:`sid4llm.evaluation.paired`): varlen − fixed recall@10 and coverage@10 with 95 % intervals.
 3. REINFORCE vs dVAE: reconstruction and usage (from step 1) and their training curves.
 4. The setting the paper did not try: SmolLM2-135M-Instruct (``--llm_config``) on varlen vs fixed IDs, same
    budget (``--llm_steps``; off by default).
+5. Cold-start items (``--cold_start_fraction``; :mod:`sid4llm.commands.cold_start`): held out of training,
+   added back from their text, scored on the users whose target they are.
 
 Writes OUT/results.json, OUT/results.md, OUT/length_vs_popularity.png, OUT/recall_vs_budget.png,
-OUT/training_curves.png, and every run under OUT/runs/ (a finished run is skipped when the command is re-run).
+OUT/training_curves.png, OUT/cold_start/, and every run under OUT/runs/ (a finished run is skipped when the
+command is re-run).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ PAPER_CLAIM1 = "Amazon Toys: mean length 4.64 per interaction vs 4.98 per item; 
 class ReproduceArguments:
     data_dir: str = field(metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
     output_dir: str = field(metadata={"help": "Where runs, results and plots go."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "Seeds; every ID method and main-budget recommender runs on each."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds; every ID method and main-budget recommender runs on each (--seeds 0 for a 2-core CPU run of about 1.5 h)."})
     id_methods: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans", "reinforce"], metadata={"help": "ID methods trained on the first seed (reinforce only feeds claim 3)."})
     later_seed_methods: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID methods trained again on the seeds after the first (the first seed trains all of them)."})
     rec_seeds: list[int] | None = field(default=None, metadata={"help": "Seeds of the main-budget recommenders if not --seeds; a seed without IDs of its own uses the first seed's IDs (recommender noise only)."})
@@ -65,6 +71,7 @@ class ReproduceArguments:
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap draws of the users for the paired varlen-vs-fixed intervals."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
+    fixed_max_length: int | None = field(default=None, metadata={"help": "Codes per fixed-length ID (unset: its config's 4; the paper's Yambda IDs have 5 + a dedup token)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
     llm_config: str = field(default="finetune/quickstart.yaml", metadata={"help": "SmolLM2 config for part 4 (the quickstart's: its first layer, fully fine-tuned)."})
@@ -88,7 +95,9 @@ def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
         raise SystemExit(f"error: --id_methods: unknown method(s) {unknown}; choose from {', '.join(IDS_CONFIGS)}")
     runs = [(f"varlen_c{c:g}", IDS_CONFIGS["varlen"], {"length_cost": c, **common}) for c in args.length_costs
             if "varlen" in methods]
-    return runs + [(m, IDS_CONFIGS[m], common) for m in ("fixed", "rqkmeans", "reinforce") if m in methods]
+    fixed = {"max_length": args.fixed_max_length} if args.fixed_max_length else {}
+    return runs + [(m, IDS_CONFIGS[m], {**common, **(fixed if m == "fixed" else {})})
+                   for m in ("fixed", "rqkmeans", "reinforce") if m in methods]
 
 
 def config_name(value: str) -> str:
