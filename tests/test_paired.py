@@ -70,3 +70,13 @@ def test_seeds_are_averaged_per_user():
 def test_methods_scored_on_different_users_are_refused():
     with pytest.raises(ValueError, match="same users"):
         paired_bootstrap([[[1]] * 3], [[[1]] * 4], [1, 2, 3], n_items=5)
+
+
+def test_the_coverage_interval_is_centred_on_the_observed_difference_though_resamples_repeat_users():
+    rng = np.random.default_rng(2)
+    targets = [999] * 300
+    wide = [rng.choice(400, size=10, replace=False).tolist() for _ in range(300)]  # lists drawn from 400 items
+    narrow = [rng.choice(150, size=10, replace=False).tolist() for _ in range(300)]  # from 150: saturates
+    result = paired_bootstrap([wide], [narrow], targets, n_items=1000, resamples=500)["coverage@10"]
+    assert result["bootstrap_bias"] < 0  # a resample covers less of the wide method's catalogue
+    assert result["low"] < result["difference"] < result["high"]
