@@ -90,13 +90,15 @@ class RecommendationPipeline:
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, history, k: int = 10, exclude: Sequence[str | int] = (), exclude_history: bool = True,
-                  style: str = "ids", num_beams: int | None = None, by_index: bool = False) -> list[dict]:
+                  style: str = "ids", num_beams: int | None = None, by_index: bool = False,
+                  cold_share: float = 0.0) -> list[dict]:
         """Top-``k`` items after ``history`` (or, given a list of histories, one list per history): titles or
         item ids (strings or ints, as in the data). A bare string is one title. ``by_index=True`` takes
         codebook indices instead (in ``history`` and ``exclude``).
 
         Items in the history (and in ``exclude``) are left out, so the list holds ``k`` new items.
-        ``style``: ``ids`` (the sequential prompt) or ``titles`` (the natural-language prompt)."""
+        ``style``: ``ids`` (the sequential prompt) or ``titles`` (the natural-language prompt). ``cold_share``:
+        up to that share of the list for items added with :meth:`add_items`, placed by shared ID prefix."""
         if isinstance(history, str):  # one title, not a list of letters
             history = [history]
         if not isinstance(k, numbers.Integral) or k < 1:
@@ -105,7 +107,8 @@ class RecommendationPipeline:
         histories = [self.resolve(h, by_index) for h in (history if batch else [history])]
         banned = set(self.resolve(list(exclude), by_index))
         results = self.recommender.recommend(histories, k=min(k, len(self.codebook)), num_beams=num_beams, style=style,
-                                             exclude_seen=exclude_history, exclude=[banned] * len(histories))
+                                             exclude_seen=exclude_history, exclude=[banned] * len(histories),
+                                             cold_share=cold_share)
         out = [[self.item(r["index"], r["score"]) for r in ranked] for ranked in results]
         return out if batch else out[0]
 

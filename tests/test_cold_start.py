@@ -70,6 +70,20 @@ def test_most_popular_never_ranks_a_cold_item_and_content_can():
     assert metrics["content"]["cold"]["recall@10"] == 1.0 and metrics["content"]["cold"]["n_users"] == 2
 
 
+def test_prefix_placement_puts_a_cold_item_after_the_warm_item_whose_codes_it_shares():
+    from sid4llm.decoding.cold_items import ColdItemPlacer
+
+    codes = [(1, 2), (1, 3), (4, 5), (6,), (1, 2, 7), (4, 9), (8, 8)]  # items 4, 5 and 6 are cold
+    placer = ColdItemPlacer(codes, cold=[4, 5, 6])
+    ranked = [(2, -1.0), (0, -2.0), (3, -3.0), (1, -4.0)]
+    assert placer.place(ranked, k=4, max_share=0.5) == [(2, -1.0), (5, -1.0), (0, -2.0), (4, -2.0)]
+    assert placer.place(ranked, k=4, max_share=0.25) == [(2, -1.0), (5, -1.0), (0, -2.0), (3, -3.0)]  # one slot
+    assert placer.place(ranked, k=4, max_share=0.0) == ranked  # the model's list unchanged
+    assert placer.place(ranked, k=4, max_share=0.5, banned={5}) == [(2, -1.0), (0, -2.0), (4, -2.0), (3, -3.0)]
+    # with two leading codes to share, item 0 (1, 2) still finds (1, 2, 7); (4, 5) no longer finds (4, 9)
+    assert ColdItemPlacer(codes, [4, 5, 6], shared_codes=2).place(ranked, 3, 1.0) == [(2, -1.0), (0, -2.0), (4, -2.0)]
+
+
 @pytest.mark.slow  # trains IDs and a recommender
 def test_cold_start_protocol_scores_cold_items_that_enter_the_trie_and_can_rank_first(tiny_prepared, tmp_path):
     from sid4llm.commands import cold_start
@@ -81,8 +95,9 @@ def test_cold_start_protocol_scores_cold_items_that_enter_the_trie_and_can_rank_
     saved = json.loads((tmp_path / "cs" / "cold_start.json").read_text())
     assert saved["cold_items"] == 3 and saved["users"] + saved["dropped_users"] == 30
     (run,) = saved["recommenders"]
-    for group in ("cold", "warm"):
-        assert 0 <= run[group]["recall@10"] <= 1 and run[group]["n_users"] > 0
+    for variant in ("model", "prefix_placement"):
+        for group in ("cold", "warm"):
+            assert 0 <= run[variant][group]["recall@10"] <= 1 and run[variant][group]["n_users"] > 0
     assert "0 (by construction)" in (tmp_path / "cs" / "cold_start.md").read_text()
     assert result["recommenders"] == saved["recommenders"]
 
@@ -98,3 +113,6 @@ def test_cold_start_protocol_scores_cold_items_that_enter_the_trie_and_can_rank_
     assert top[0]["item_id"] in cold.item_ids
     ranked = rec.recommend([[0]], k=len(rec.codebook) - 1, num_beams=16)[0]
     assert set(cold.item_ids) <= {r["item_id"] for r in ranked}  # every cold item is reachable in the search
+    assert list(rec.cold_items) == list(range(warm_items, len(rec.codebook)))
+    placed = rec.recommend([[0]], k=4, num_beams=4, cold_share=0.25)[0]  # one slot of four for a cold item
+    assert sum(r["item_id"] in cold.item_ids for r in placed) <= 1 and len(placed) == 4

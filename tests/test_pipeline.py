@@ -122,6 +122,11 @@ def test_cold_start_items_get_ids_without_changing_old_ones_and_can_be_recommend
     assert len(set(pipe.codebook.sequences)) == len(pipe.codebook)
     everything = pipe.recommend(["movie 1 drama"], k=len(pipe.codebook) - 1)
     assert {"new1", "new2"} <= {r["item_id"] for r in everything}  # the decoding trie followed
+    assert pipe.recommender.cold_items == range(len(before), len(before) + 2)
+    placed = pipe.recommend(["movie 1 drama"], k=4, cold_share=0.5)  # up to 2 of 4 slots, placed by ID prefix
+    plain = pipe.recommend(["movie 1 drama"], k=4)
+    assert len(placed) == 4 and sum(r["item_id"].startswith("new") for r in placed) <= 2
+    assert [r for r in placed if not r["item_id"].startswith("new")] == [r for r in plain if not r["item_id"].startswith("new")][: 4 - sum(r["item_id"].startswith("new") for r in placed)]
     assert pipe.titles.lookup("heat crime thriller") == pipe.codebook.index_of("new2")
 
 

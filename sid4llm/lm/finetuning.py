@@ -245,7 +245,8 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args, peft=use_peft,
         from_scratch=model_args.from_scratch, training_settings=requested,
         data_dir=str(data_args.data_dir), dataset=data.stats.get("source"),
-        dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")})
+        dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
+        trained_items=len(codebook))
     selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed)
     trainer = IdLossTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -150,9 +150,13 @@ class SidRecommender:
 
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
                   style: str = "ids", exclude_seen: bool = True, exclude=None,
-                  show_progress: bool = False, texts: list[str] | None = None) -> list[list[dict]]:
+                  show_progress: bool = False, texts: list[str] | None = None,
+                  cold_share: float = 0.0) -> list[list[dict]]:
         """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
         ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
+        ``cold_share`` > 0 gives up to that share of each list to items added after training
+        (:attr:`cold_items`), placed after the recommended items whose ID prefix they share
+        (:mod:`sid4llm.decoding.cold_items`): the model alone almost never writes an ID it never trained on.
 
         With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
         ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
@@ -183,6 +187,7 @@ class SidRecommender:
         def short_of(results: dict) -> list[int]:
             return [u for u, ranked in results.items() if len(ranked) < min(k, n_items - len(banned[u]))]
 
+        placer = self.cold_item_placer() if cold_share > 0 else None
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
         ranked_by_user: list[list[dict]] = [[] for _ in prompts]
         starts = range(0, len(order), batch_size)
@@ -195,10 +200,24 @@ class SidRecommender:
                 results.update(search(short, wider))
                 short = short_of({u: results[u] for u in short})
             for user, ranked in results.items():
+                if placer is not None:
+                    ranked = placer.place(ranked, k, cold_share, banned[user])
                 ranked_by_user[user] = [{"item_id": self.codebook.item_ids[i],
                                          "title": self.codebook.titles[i] if self.codebook.titles else None,
                                          "index": i, "score": s} for i, s in ranked]
         return ranked_by_user
+
+    @property
+    def cold_items(self) -> range:
+        """Codebook indices of the items added after training (``add_items``): the model never saw their IDs.
+        Recommenders saved before ``trained_items`` existed count their dataset's items as trained."""
+        trained = self.config.trained_items or self.config.dataset_stats.get("n_items") or len(self.codebook)
+        return range(min(trained, len(self.codebook)), len(self.codebook))
+
+    def cold_item_placer(self, shared_codes: int = 1):
+        from ..decoding.cold_items import ColdItemPlacer
+
+        return ColdItemPlacer(self.codebook.codes, self.cold_items, shared_codes)
 
     def decoding_config(self, num_beams: int | None = None) -> GenerationConfig:
         """A copy of the saved ``generation_config.json``, the one source of every decoding setting (beam width,

@@ -33,6 +33,7 @@ class SidRecommenderConfig:
     data_dir: str | None = None
     dataset: str | None = None
     dataset_stats: dict[str, Any] = field(default_factory=dict)
+    trained_items: int | None = None  # codebook size at training: items after these were added (cold start)
 
     @property
     def pretrained_layers(self) -> int | None:
