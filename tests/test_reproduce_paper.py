@@ -71,3 +71,21 @@ def test_a_finished_reproduction_is_reused_only_under_the_same_protocol(tmp_path
     assert same_protocol(saved, more_seeds)  # seeds added, paths spelled differently: the runs are reused
     assert not same_protocol(saved, {**more_seeds, "rec_steps": 401})
     assert not same_protocol(saved, {**more_seeds, "rec_config": "finetune/quickstart"})
+
+
+def test_runs_made_before_a_setting_existed_are_reused_when_it_keeps_its_default(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    from sid4llm.commands import reproduce_paper
+
+    args = reproduce_paper.ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    saved = asdict(args)
+    del saved["fixed_max_length"]  # a protocol.json written before the flag existed
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "protocol.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(reproduce_paper.PreparedData, "load", lambda path: (_ for _ in ()).throw(RuntimeError("reached")))
+    with pytest.raises(RuntimeError, match="reached"):  # past the protocol check, to loading the data
+        reproduce_paper.main(args)
+    with pytest.raises(SystemExit, match="other settings"):
+        reproduce_paper.main(reproduce_paper.ReproduceArguments(**{**asdict(args), "fixed_max_length": 5}))

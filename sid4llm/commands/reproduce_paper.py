@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -190,15 +190,17 @@ def paired_claim2(out: Path, runs: list[dict], first: str, second: str, budget: 
 
 def main(args: ReproduceArguments) -> None:
     out = Path(args.output_dir)
-    data = PreparedData.load(args.data_dir)
     seeds = list(args.seeds)
     eval_users = args.eval_users or None
     main_varlen = f"varlen_c{args.main_length_cost:g}"
     if args.main_length_cost not in args.length_costs:
         raise SystemExit(f"error: --main_length_cost {args.main_length_cost:g} is not in --length_costs {args.length_costs}")
     protocol = out / "protocol.json"  # finished runs are reused only under the same settings
-    if protocol.is_file() and not same_protocol(json.loads(protocol.read_text()), asdict(args)):
+    # a setting added since the runs were made reads as its default
+    defaults = {f.name: f.default for f in fields(ReproduceArguments) if f.default is not MISSING}
+    if protocol.is_file() and not same_protocol({**defaults, **json.loads(protocol.read_text())}, asdict(args)):
         raise SystemExit(f"error: {out} holds runs made with other settings ({protocol}); use a new --output_dir")
+    data = PreparedData.load(args.data_dir)
     write_json(protocol, asdict(args))
     start = time.time()
     timings: dict[str, float] = {}
