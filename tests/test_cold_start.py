@@ -114,5 +114,7 @@ def test_cold_start_protocol_scores_cold_items_that_enter_the_trie_and_can_rank_
     ranked = rec.recommend([[0]], k=len(rec.codebook) - 1, num_beams=16)[0]
     assert set(cold.item_ids) <= {r["item_id"] for r in ranked}  # every cold item is reachable in the search
     assert list(rec.cold_items) == list(range(warm_items, len(rec.codebook)))
-    placed = rec.recommend([[0]], k=4, num_beams=4, cold_share=0.25)[0]  # one slot of four for a cold item
-    assert sum(r["item_id"] in cold.item_ids for r in placed) <= 1 and len(placed) == 4
+    plain = rec.recommend([[0]], k=4, num_beams=4)[0]
+    placed = rec.recommend([[0]], k=4, num_beams=4, cold_share=0.25)[0]  # one more slot of four for a cold item
+    cold_in = [sum(r["item_id"] in cold.item_ids for r in lst) for lst in (plain, placed)]
+    assert cold_in[1] <= cold_in[0] + 1 and len(placed) == 4
