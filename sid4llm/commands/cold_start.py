@@ -67,7 +67,9 @@ def warm_dataset(args: ColdStartArguments, data: PreparedData) -> tuple[Prepared
 
 
 def run_id_set(args: ColdStartArguments, name: str, data: PreparedData, warm: PreparedData, cold: ColdItems,
-               users) -> dict:
+               users, embeddings) -> dict:
+    """IDs and a recommender on the warm dataset, the cold items added (``embeddings``: every catalogue item's
+    text embedding, warm then cold), both variants scored."""
     out = Path(args.output_dir)
     result_file = out / f"rec_{name}" / "cold_start_scores.json"
     if result_file.is_file():
@@ -86,9 +88,8 @@ def run_id_set(args: ColdStartArguments, name: str, data: PreparedData, warm: Pr
     # from the runs' own records, so that reused runs count the time they took
     id_seconds = (getattr(codebook, "metrics", None) or {}).get("train_seconds") or 0.0
     rec_seconds = rec.results.get("metrics", {}).get("train_runtime") or 0.0
-    rows = cold.item_idx
-    rec.add_items(cold.item_ids, data.item_embeddings()[rows], [data.items[i]["title"] for i in rows],
-                  [data.items[i]["categories"] for i in rows])
+    held_out = data.items.select(cold.item_idx)
+    rec.add_items(cold.item_ids, embeddings[users.n_warm:], held_out["title"], held_out["categories"])
     t = time.time()
     ranked = rec.recommend(users.histories, k=max(KS), num_beams=args.num_beams, exclude_seen=True,
                            show_progress=True)
@@ -128,10 +129,9 @@ def main(args: ColdStartArguments) -> dict:
     data = PreparedData.load(args.data_dir)
     warm, cold = warm_dataset(args, data)
     users = cold_start_users(data, warm, cold)
-    row_of = {item: i for i, item in enumerate(data.items["item_id"])}
-    catalogue = [row_of[i] for i in list(warm.items["item_id"]) + cold.item_ids]  # warm + cold order, as full rows
-    baselines = baseline_metrics(users, data.item_embeddings()[catalogue], warm.item_popularity, KS, args.recent_items)
-    runs = [run_id_set(args, name, data, warm, cold, users) for name in args.id_sets if name != "atomic"]
+    embeddings = data.item_embeddings()[users.full_rows]  # read once, in catalogue order
+    baselines = baseline_metrics(users, embeddings, warm.item_popularity, KS, args.recent_items)
+    runs = [run_id_set(args, name, data, warm, cold, users, embeddings) for name in args.id_sets if name != "atomic"]
     result = {"arguments": asdict(args), "machine": machine_description(),
               "dataset": {k: data.stats.get(k) for k in ("source", "n_users", "n_items", "n_interactions")},
               "cold_items": len(cold.item_ids), "warm_items": users.n_warm, "users": len(users.targets),

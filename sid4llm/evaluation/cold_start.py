@@ -13,7 +13,7 @@ no token for an item they never trained on).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class ColdStartUsers:
     n_warm: int
     n_cold: int
     dropped_users: int  # no warm history item left, or a target in neither catalogue
+    full_rows: list[int] = field(default_factory=list)  # the full dataset row of every catalogue item, warm then cold
 
     @property
     def n_items(self) -> int:
@@ -57,7 +58,9 @@ def cold_start_users(full: PreparedData, warm: PreparedData, cold: ColdItems) ->
         histories.append(kept)
         targets.append(int(new_index[target]))
     targets_array = np.asarray(targets)
-    return ColdStartUsers(histories, targets, targets_array >= n_warm, n_warm, len(cold.item_ids), dropped)
+    row_of = {item: i for i, item in enumerate(full_ids)}
+    full_rows = [row_of[i] for i in list(warm.items["item_id"]) + cold.item_ids]
+    return ColdStartUsers(histories, targets, targets_array >= n_warm, n_warm, len(cold.item_ids), dropped, full_rows)
 
 
 def content_rankings(embeddings: np.ndarray, histories: Sequence[Sequence[int]], k: int,
