@@ -106,7 +106,7 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
     run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock])
     label = curve.label or Path(training_args.output_dir).name
     floor = clock.points[-1]["most_popular_recall@10"] if clock.points else None
-    result = {"label": label, "points": clock.points, "most_popular_recall@10": floor,
+    result = {"label": label, "dataset": data.stats.get("source") or Path(data_args.data_dir).name, "points": clock.points, "most_popular_recall@10": floor,
               "minutes_to_floor": first_minutes(clock.points, floor), "minutes_to_2x_floor": first_minutes(
                   clock.points, 2 * floor if floor else None),
               "users": curve.curve_users, "beams": curve.curve_beams, "wall_minutes": round((time.time() - start) / 60, 2),
@@ -148,7 +148,8 @@ def merge_curves(curve: CurveArguments) -> list[dict]:
         ax.axhline(2 * floor, color="grey", linestyle=":", label="2 × most popular")
         ax.set_xlabel("training minutes (2 CPU cores)")
         ax.set_ylabel(f"recall@10, seen items left out ({curves[0]['users']} test users)")
-        ax.set_title("MovieLens-1M: recall@10 against training time")
+        datasets = sorted({str(c.get("dataset", "MovieLens-1M")) for c in curves})
+        ax.set_title(f"{', '.join(datasets)}: recall@10 against training time")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -207,6 +207,26 @@ def test_from_scratch_uses_the_same_code_path(tmp_path, tiny_lm_dir, tiny_prepar
     assert heard.startswith("You mentioned: ") and listing.startswith("Recommended for you:\n1. ")
 
 
+def test_scratch_dropout_regularises_training_only_and_saves_a_plain_llama(tmp_path):
+    from sid4llm.lm.models import scratch_model
+
+    plain = scratch_model(40, hidden_size=32, num_layers=2, num_heads=2, seed=3)
+    dropped = scratch_model(40, hidden_size=32, num_layers=2, num_heads=2, seed=3, dropout=0.3)
+    ids = torch.tensor([[1, 5, 7, 9, 11]])
+    dropped.train()
+    assert not torch.allclose(dropped(ids).logits, dropped(ids).logits)  # a fresh mask every forward
+    dropped.eval()
+    with torch.no_grad():  # in inference it is the same Llama
+        torch.testing.assert_close(dropped(ids).logits, plain.eval()(ids).logits)
+    dropped.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # the file is a plain Llama
+    assert type(again).__name__ == "LlamaForCausalLM"
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, plain(ids).logits)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        scratch_model(40, hidden_size=32, num_layers=1, num_heads=2, dropout=1.0)
+
+
 @pytest.mark.parametrize("config", sorted((REPO / "sid4llm" / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_finetune_config_parses(config, tmp_path):
     from sid4llm.cli import parse_config_and_args
@@ -244,7 +264,9 @@ def test_a_few_lora_steps_on_the_real_smollm2(tmp_path, tiny_prepared):
     assert rec.model.get_base_model().config.hidden_size == 576
 
 
-def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_vocabulary(tiny_lm_dir, vocab, tiny_prepared):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_vocabulary(tiny_lm_dir, vocab, tiny_prepared,
+                                                                                        smoothing):
     from transformers import AutoModelForCausalLM
 
     from sid4llm.decoding.columns import IdDecoder
@@ -257,8 +279,8 @@ def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_voc
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     init_id_embeddings(model, vocab, "random")
     decoder = IdDecoder.build(vocab)
-    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
-                            id_decoder=decoder)
+    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True,
+                                                                label_smoothing_factor=smoothing), id_decoder=decoder)
     ours = trainer.compute_loss(model, dict(batch))
     # Reference from the full logits: ID targets normalised over the ID columns, text targets over everything.
     with torch.no_grad():
@@ -269,8 +291,10 @@ def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_voc
     columns = decoder.token_to_column(targets)
     is_id = columns >= 0
     assert is_id.any() and (~is_id).any()
-    total = torch.nn.functional.cross_entropy(logits[is_id][:, decoder.column_token_ids], columns[is_id], reduction="sum")
-    total += torch.nn.functional.cross_entropy(logits[~is_id], targets[~is_id], reduction="sum")
+    # label_smoothing_factor spreads its share over the same softmax the target is scored in
+    total = torch.nn.functional.cross_entropy(logits[is_id][:, decoder.column_token_ids], columns[is_id], reduction="sum",
+                                              label_smoothing=smoothing)
+    total += torch.nn.functional.cross_entropy(logits[~is_id], targets[~is_id], reduction="sum", label_smoothing=smoothing)
     torch.testing.assert_close(ours.detach(), total / keep.sum())
 
 

@@ -106,7 +106,8 @@ def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebo
     tokenizer = vocab.tokenizer
     if model_args.from_scratch:
         model = scratch_model(len(tokenizer), model_args.scratch_hidden_size, model_args.scratch_layers,
-                              model_args.scratch_heads, max_positions=max_positions, tokenizer=tokenizer, seed=seed)
+                              model_args.scratch_heads, max_positions=max_positions, tokenizer=tokenizer, seed=seed,
+                              dropout=model_args.scratch_dropout)
     else:
         model = load_causal_lm(model_args.model_name_or_path, num_layers=model_args.pretrained_layers)
         init_id_embeddings(model, vocab, model_args.embedding_init, seed=seed)
@@ -146,8 +147,8 @@ class IdLossTrainer(Trainer):
     Decoding only ever chooses among ID tokens (the trie masks the rest), so the loss uses the same softmax:
     the hidden state of every position whose target is an ID token (codes, disambiguation, end marker) is
     multiplied by the ID-token rows of the LM head only; text targets (answers in words, chat markers) use the
-    full head, and only at their own positions. The model's forward is called as usual (so DDP/FSDP/DeepSpeed
-    wrapping is untouched) with ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary
+    full head, and only at their own positions; ``label_smoothing_factor`` smooths each over its own softmax.
+    The model's forward is called as usual (so DDP/FSDP/DeepSpeed wrapping is untouched) with ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary
     logits of every position would be most of the activation memory. Rows are packed (``position_ids`` restart
     at each segment, no attention mask): transformers then masks attention block-diagonally."""
 
@@ -182,10 +183,13 @@ class IdLossTrainer(Trainer):
         is_id = (columns >= 0) & self.id_softmax
         unwrapped = self.accelerator.unwrap_model(model)
         id_logits = hidden[is_id] @ id_head_rows(unwrapped, decoder.column_token_ids).T
-        total = torch.nn.functional.cross_entropy(id_logits.float(), columns[is_id], reduction="sum")
+        smoothing = self.args.label_smoothing_factor
+        total = torch.nn.functional.cross_entropy(id_logits.float(), columns[is_id], reduction="sum",
+                                                  label_smoothing=smoothing)
         if not bool(is_id.all()):
             text_logits = unwrapped.get_output_embeddings()(hidden[~is_id])
-            total = total + torch.nn.functional.cross_entropy(text_logits.float(), targets[~is_id], reduction="sum")
+            total = total + torch.nn.functional.cross_entropy(text_logits.float(), targets[~is_id], reduction="sum",
+                                                              label_smoothing=smoothing)
         if num_items_in_batch is not None:  # normalised over the whole accumulated (and gathered) batch
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices:
@@ -284,7 +288,7 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
 # The TrainingArguments that change what a run learns (not where it logs or how often it saves).
 TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "max_grad_norm",
-                     "seed")
+                     "label_smoothing_factor", "seed")
 
 
 # The SidDataArguments that change what a run learns or which of its states is kept.
