@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
     result = {"label": label, "dataset": data.stats.get("source") or Path(data_args.data_dir).name, "points": clock.points, "most_popular_recall@10": floor,
               "minutes_to_floor": first_minutes(clock.points, floor), "minutes_to_2x_floor": first_minutes(
                   clock.points, 2 * floor if floor else None),
-              "users": curve.curve_users, "beams": curve.curve_beams, "wall_minutes": round((time.time() - start) / 60, 2),
+              "users": min(curve.curve_users, data.stats.get("n_users", curve.curve_users)), "beams": curve.curve_beams, "wall_minutes": round((time.time() - start) / 60, 2),
               "model_args": asdict(model_args), "task_args": asdict(task_args),
               "learning_rate": training_args.learning_rate, "batch_size": training_args.per_device_train_batch_size,
               "max_steps": training_args.max_steps, "machine": machine_description()}
@@ -160,9 +161,10 @@ def merge_curves(curve: CurveArguments) -> list[dict]:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     with user_errors():
-        model_args, data_args, task_args, training_args, curve_args = parse_config_and_args(
-            [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments, CurveArguments])
-        if curve_args.merge:
+        if "--merge" in sys.argv:  # plotting saved curves needs no data, codebook or training flags
+            (curve_args,) = parse_config_and_args([CurveArguments])
             merge_curves(curve_args)
         else:
+            model_args, data_args, task_args, training_args, curve_args = parse_config_and_args(
+                [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments, CurveArguments])
             run_curve(model_args, data_args, task_args, training_args, curve_args)

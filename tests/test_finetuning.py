@@ -368,3 +368,20 @@ def test_validation_recall_keeps_the_best_state_of_the_run(tmp_path, tiny_lm_dir
     assert [p["step"] for p in validation["curve"]] == [2, 4, 6, 8] and validation["best"]["step"] == 4
     kept = dict(rec.model.named_parameters())
     assert all(torch.equal(kept[n], p) for n, p in states[4].items())
+
+
+@pytest.mark.parametrize("patience, last_step", [(2, 6), (0, 12)])
+def test_validation_patience_stops_a_run_that_stopped_improving(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch,
+                                                                 patience, last_step):
+    """With ``valid_patience`` P the run ends after P evaluations without a gain, keeping the best state;
+    0 (like None) trains to the end."""
+    from sid4llm.lm.model_selection import ValidationRecall
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=12)
+    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
+    data_args.valid_patience = patience
+    scores = iter([0.5, 0.1, 0.2, 0.1, 0.3, 0.1, 0.1])  # the peak at step 2, then no gain
+    monkeypatch.setattr(ValidationRecall, "recall", lambda self, model: next(scores))
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    assert _trainer_state(training_args.output_dir)["global_step"] == last_step
+    assert rec.results["validation"]["best"]["step"] == 2

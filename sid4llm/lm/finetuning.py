@@ -62,7 +62,7 @@ class SidDataArguments:
     valid_every: int | None = field(default=None, metadata={
         "help": "Steps between validation-recall evaluations (default: a tenth of the run)."})
     valid_patience: int | None = field(default=None, metadata={
-        "help": "Stop after this many validation evaluations without a gain (None: train to the end)."})
+        "help": "Stop after this many validation evaluations without a gain (0 or None: train to the end)."})
 
 
 def load_codebook(path: str | Path) -> SemanticIdCodebook:
@@ -312,7 +312,7 @@ def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecomm
     as_trained = replace(config, model_args=replace(config.model_args, pretrained_layers=None))
     generation = recommendation_generation_config(vocab)
     return ValidationRecall(lambda model: SidRecommender(model, vocab, generation, as_trained), histories, targets,
-                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience)
+                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience or None)
 
 
 def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
