@@ -107,10 +107,12 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
     run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock])
     label = curve.label or Path(training_args.output_dir).name
     floor = clock.points[-1]["most_popular_recall@10"] if clock.points else None
-    result = {"label": label, "dataset": data.stats.get("source") or Path(data_args.data_dir).name, "points": clock.points, "most_popular_recall@10": floor,
+    dataset = data.stats.get("source") or Path(data_args.data_dir).name
+    users = min(curve.curve_users, data.stats.get("n_users", curve.curve_users))  # a small dataset has fewer
+    result = {"label": label, "dataset": dataset, "points": clock.points, "most_popular_recall@10": floor,
               "minutes_to_floor": first_minutes(clock.points, floor), "minutes_to_2x_floor": first_minutes(
                   clock.points, 2 * floor if floor else None),
-              "users": min(curve.curve_users, data.stats.get("n_users", curve.curve_users)), "beams": curve.curve_beams, "wall_minutes": round((time.time() - start) / 60, 2),
+              "users": users, "beams": curve.curve_beams, "wall_minutes": round((time.time() - start) / 60, 2),
               "model_args": asdict(model_args), "task_args": asdict(task_args),
               "learning_rate": training_args.learning_rate, "batch_size": training_args.per_device_train_batch_size,
               "max_steps": training_args.max_steps, "machine": machine_description()}

@@ -148,8 +148,9 @@ class IdLossTrainer(Trainer):
     the hidden state of every position whose target is an ID token (codes, disambiguation, end marker) is
     multiplied by the ID-token rows of the LM head only; text targets (answers in words, chat markers) use the
     full head, and only at their own positions; ``label_smoothing_factor`` smooths each over its own softmax.
-    The model's forward is called as usual (so DDP/FSDP/DeepSpeed wrapping is untouched) with ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary
-    logits of every position would be most of the activation memory. Rows are packed (``position_ids`` restart
+    The model's forward is called as usual (so DDP/FSDP/DeepSpeed wrapping is untouched) with
+    ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary logits of every position would
+    be most of the activation memory. Rows are packed (``position_ids`` restart
     at each segment, no attention mask): transformers then masks attention block-diagonally."""
 
     def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
@@ -312,7 +313,7 @@ def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecomm
     as_trained = replace(config, model_args=replace(config.model_args, pretrained_layers=None))
     generation = recommendation_generation_config(vocab)
     return ValidationRecall(lambda model: SidRecommender(model, vocab, generation, as_trained), histories, targets,
-                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience or None)
+                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience)
 
 
 def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,

@@ -55,12 +55,13 @@ def sampled_users(n_users: int, count: int, seed: int) -> list[int]:
 class ValidationRecall(TrainerCallback):
     """recall@``k`` on ``users`` of the valid split (history → its next item, seen items left out), every
     ``every`` steps and at the end; the best state is restored when training ends. ``recommender_for(model)``
-    gives the :class:`SidRecommender` that decodes with the model being trained."""
+    gives the :class:`SidRecommender` that decodes with the model being trained. ``patience`` 0 or None: no
+    early stop."""
 
     def __init__(self, recommender_for, histories: list[list[int]], targets: list[int], every: int, k: int = 10,
                  num_beams: int | None = None, patience: int | None = None):
         self.recommender_for, self.histories, self.targets = recommender_for, histories, targets
-        self.every, self.k, self.num_beams, self.patience = max(1, every), k, num_beams, patience
+        self.every, self.k, self.num_beams, self.patience = max(1, every), k, num_beams, patience or None
         self.history: list[dict] = []
         self.best: dict | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
