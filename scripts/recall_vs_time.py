@@ -42,7 +42,7 @@ class CurveArguments:
     curve_beams: int = field(default=20, metadata={"help": "Beam width of the evaluations."})
     label: str | None = field(default=None, metadata={"help": "Name of this run in the table and plot."})
     stop_after_last_mark: bool = field(default=True, metadata={"help": "End the run at the last mark."})
-    merge: list[str] | None = field(default=None, metadata={"help": "curve.json files: plot them together "
+    merge: list[str] | None = field(default=None, metadata={"help": "curve.json files (or merged files): plot them together "
                                                              "(no training)."})
     json: str | None = field(default=None, metadata={"help": "With --merge: write the merged curves here."})
     plot: str | None = field(default=None, metadata={"help": "With --merge: the plot (PNG)."})
@@ -132,8 +132,19 @@ def print_table(curves: list[dict]) -> None:
                            f"{p['most_popular_recall@10']:.4f}"] for c in curves for p in c["points"]]))
 
 
+def read_curves(path: str) -> list[dict]:
+    """The curves in one file: a run's ``curve.json``, or a merged file (``{"curves": [...]}``) to add runs to."""
+    data = json.loads(Path(path).read_text())
+    curves = data["curves"] if isinstance(data, dict) and "curves" in data else [data]
+    for c in curves:
+        if not isinstance(c, dict) or not {"label", "points", "most_popular_recall@10"} <= set(c):
+            raise ValueError(f"{path}: not a curve written by scripts/recall_vs_time.py (needs label, points, "
+                             "most_popular_recall@10)")
+    return curves
+
+
 def merge_curves(curve: CurveArguments) -> list[dict]:
-    curves = [json.loads(Path(f).read_text()) for f in curve.merge]
+    curves = [c for f in curve.merge for c in read_curves(f)]
     print_table(curves)
     if curve.json:
         write_json(curve.json, {"curves": curves})

@@ -89,3 +89,33 @@ def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
     assert 0 < model["coverage@5"] <= 1 and metrics["most_popular_with_seen"]["distinct_items@5"] == 5
     assert metrics["most_popular"]["distinct_items@5"] > 5  # with seen items left out, lists differ per user
     assert "| most_popular |" in result.stdout
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recall_vs_time_adds_a_new_run_to_an_already_merged_plot(tmp_path):
+    script = _script("recall_vs_time")
+
+    def curve(label: str) -> dict:
+        return {"label": label, "dataset": "toy", "users": 10, "most_popular_recall@10": 0.1,
+                "points": [{"minutes": 1.0, "step": 5, "recall@10": 0.2, "coverage@10": 0.5,
+                            "most_popular_recall@10": 0.1}]}
+
+    (tmp_path / "published.json").write_text(json.dumps({"curves": [curve("atomic"), curve("varlen")]}))
+    (tmp_path / "new_run.json").write_text(json.dumps(curve("fixed")))
+    out = tmp_path / "merged.json"
+    script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "published.json"), str(tmp_path / "new_run.json")],
+                                              json=str(out)))
+    assert [c["label"] for c in json.loads(out.read_text())["curves"]] == ["atomic", "varlen", "fixed"]
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": {"recall@10": 0.2}}))
+    with pytest.raises(ValueError, match="metrics.json: not a curve"):
+        script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "metrics.json")]))
