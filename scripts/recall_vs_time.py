@@ -42,8 +42,8 @@ class CurveArguments:
     curve_beams: int = field(default=20, metadata={"help": "Beam width of the evaluations."})
     label: str | None = field(default=None, metadata={"help": "Name of this run in the table and plot."})
     stop_after_last_mark: bool = field(default=True, metadata={"help": "End the run at the last mark."})
-    merge: list[str] | None = field(default=None, metadata={"help": "curve.json files (or merged files): plot them together "
-                                                             "(no training)."})
+    merge: list[str] | None = field(default=None, metadata={"help": "curve.json files (or merged files): plot "
+                                                             "them together (no training)."})
     json: str | None = field(default=None, metadata={"help": "With --merge: write the merged curves here."})
     plot: str | None = field(default=None, metadata={"help": "With --merge: the plot (PNG)."})
 
@@ -162,7 +162,7 @@ def merge_curves(curve: CurveArguments) -> list[dict]:
         ax.axhline(2 * floor, color="grey", linestyle=":", label="2 × most popular")
         ax.set_xlabel("training minutes (2 CPU cores)")
         ax.set_ylabel(f"recall@10, seen items left out ({curves[0]['users']} test users)")
-        datasets = sorted({str(c.get("dataset", "MovieLens-1M")) for c in curves})
+        datasets = sorted({str(c.get("dataset", "ml-1m")) for c in curves})  # older curves: the default dataset
         ax.set_title(f"{', '.join(datasets)}: recall@10 against training time")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
