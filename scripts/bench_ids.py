@@ -89,7 +89,7 @@ def popularity_ratio(m: dict) -> float | None:
 
 def compare(args: BenchArguments) -> list[dict]:
     data = PreparedData.load(args.data_dir)
-    x, pop = data.item_embeddings(), data.item_popularity
+    x, pop, histories = data.item_embeddings(), data.item_popularity, data.train_histories()
     rows = []
     for label, name, flags in runs(args):
         overrides = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else []) + flags
@@ -102,7 +102,7 @@ def compare(args: BenchArguments) -> list[dict]:
         else:
             print(f"== {label}: {config.to_dict()}", flush=True)
             codebook = train_semantic_ids(x, pop, config, train_args, list(data.items["item_id"]),
-                                          list(data.items["title"]))
+                                          list(data.items["title"]), histories=histories)
             save_training_outputs(codebook, run_dir, allow_collapse=True)
             m = codebook.metrics
         rows.append({**{k: v for k, v in m.items() if k != "history"}, "id_method": m["method"], "method": label,
@@ -144,7 +144,8 @@ def scaling(args: BenchArguments) -> list[dict]:
         x = rng.normal(size=(n, 384)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         pop = np.maximum(1, 1e5 / (np.arange(n) + 1)).astype(np.int64)
-        train_args, config = load_method("varlen_dvae", ["--max_steps", str(args.scaling_steps)])
+        # synthetic items have no histories: the dVAE's own speed, on text-only input
+        train_args, config = load_method("varlen_dvae", ["--max_steps", str(args.scaling_steps), "--collaborative_weight", "0"])
         start = time.time()
         codebook = train_semantic_ids(x, pop, config, train_args)
         total = time.time() - start

@@ -284,15 +284,16 @@ def test_shipped_varlen_config_is_healthy_on_movielens_100k(tmp_path, isolated_c
 
     data = PreparedData.load(prepare_dataset(PrepareDataArguments(output_dir=str(tmp_path / "ml100k"), dataset="ml-100k")))
     x, pop = data.item_embeddings(), data.item_popularity
+    histories = data.train_histories()  # the shipped IDs read item co-occurrence beside the text
     args, config = shipped_varlen_config(min_steps=0)  # the old rule: epochs alone
-    collapsed = train_semantic_ids(x, pop, config, args)
+    collapsed = train_semantic_ids(x, pop, config, args, histories=histories)
     assert collapsed.metrics["train_steps"] == 192 and collapsed.metrics["collapse"]
     with pytest.raises(CodebookCollapseError, match="the codebook collapsed"):
         save_training_outputs(collapsed, tmp_path / "ids")
     assert not (tmp_path / "ids" / "codebook").exists()
 
     args, config = shipped_varlen_config(batch_size=128)
-    codebook = train_semantic_ids(x, pop, config, args)
+    codebook = train_semantic_ids(x, pop, config, args, histories=histories)
     m = codebook.metrics
     assert m["train_steps"] == args.min_steps == 2000 and m["collapse"] == []
     assert m["codebook_usage_overall"] >= 0.9
@@ -321,3 +322,73 @@ def test_a_finished_id_run_is_reused_only_with_the_same_settings(tmp_path, tiny_
     assert trained == [] and again.sequences == first.sequences  # loaded, not retrained
     train_ids.trained_or_train(**settings(max_length=3))
     assert len(trained) == 1  # another setting: trained again
+    mixed = train_ids.trained_or_train(**settings(max_length=3, collaborative_weight=0.5, collaborative_dim=2))
+    assert len(trained) == 2 and mixed.collaborative is not None  # another input: trained again
+    train_ids.trained_or_train(**settings(max_length=3, collaborative_weight=0.5, collaborative_dim=2))
+    assert len(trained) == 2
+
+
+def two_taste_histories(n_users: int = 60, seed: int = 0) -> list[list[int]]:
+    """Items 0-9 and 10-19 are two tastes: each user's history stays inside one of them."""
+    rng = np.random.default_rng(seed)
+    return [list(rng.choice(10, size=8) + 10 * (u % 2)) for u in range(n_users)]
+
+
+def test_cooccurrence_embeddings_place_items_consumed_together_close():
+    from sid4llm.ids import cooccurrence_embeddings
+
+    emb = cooccurrence_embeddings(two_taste_histories(), n_items=21, dim=4)
+    similarity = emb @ emb.T
+    within = similarity[:10, :10][~np.eye(10, dtype=bool)].mean()
+    across = similarity[:10, 10:20].mean()
+    assert within > across + 0.5, (within, across)
+    assert np.allclose(np.linalg.norm(emb[:20], axis=1), 1.0, atol=1e-5)
+    assert not emb[20].any()  # never consumed: no co-occurrence
+    with pytest.raises(IdInputError, match="history 0: item index out of range"):
+        cooccurrence_embeddings([[0, 99]], n_items=21)
+
+
+def test_collaborative_ids_save_and_take_text_only_embeddings_for_new_items(tmp_path):
+    """IDs trained on text + co-occurrence: the codebook keeps the text → co-occurrence map, so a loaded copy
+    encodes a new item from its text alone, exactly as the trained one does."""
+    x, histories = unit_vectors(21, 8), two_taste_histories()
+    pop = np.bincount(np.concatenate(histories), minlength=21)
+    args = IdTrainingArguments(max_steps=20, batch_size=64, collaborative_weight=0.8, collaborative_dim=4)
+    with pytest.raises(IdInputError, match="needs the train histories"):
+        train_semantic_ids(x, pop, tiny_dvae(), args)
+    codebook = train_semantic_ids(x, pop, tiny_dvae(), args, histories=histories)
+    assert codebook.embedding_dim == 8 and codebook.model.input_dim == 12  # text dim in, mixed dim inside
+    assert codebook.metrics["collaborative"] == {"weight": 0.8, "dim": 4, "window": 10}
+    codebook.save_pretrained(tmp_path / "cb")
+    loaded = SemanticIdCodebook.from_pretrained(tmp_path / "cb")
+    new = unit_vectors(3, 8, seed=5)
+    assert torch.equal(loaded.encode(new)[0], codebook.encode(new)[0])
+    assert len(loaded.add_items(["n0", "n1", "n2"], new)) == 3
+    with pytest.raises(IdInputError, match="expects 8, got 12"):
+        loaded.encode(unit_vectors(2, 12))
+    assert "co-occurrence" in (tmp_path / "cb" / "README.md").read_text()
+
+
+def test_collaborative_weight_must_leave_room_for_text():
+    with pytest.raises(IdInputError, match="collaborative_weight must be in"):
+        IdTrainingArguments(collaborative_weight=1.0)
+
+
+def test_a_catalogue_too_large_for_dense_cooccurrence_embeds_its_most_consumed_items(monkeypatch):
+    """Past MAX_ITEMS the co-occurrence embedding covers the most consumed items; the tail gets its part
+    predicted from text, as cold items do, instead of the run failing."""
+    from sid4llm.ids import collaborative
+
+    monkeypatch.setattr(collaborative, "MAX_ITEMS", 12)
+    histories = [h + [20] for h in two_taste_histories()]  # item 20 is the most consumed
+    counts = np.bincount(np.concatenate(histories), minlength=21)
+    head = set(np.argsort(-counts, kind="stable")[:12].tolist())
+    text = unit_vectors(21, 8)
+    mixer, mixed = collaborative.CollaborativeInput.fit(text, histories, collaborative.CollaborativeSettings(dim=4))
+    from_text_alone = mixer.mix(text)
+    tail = [i for i in range(21) if i not in head]
+    assert 20 in head and np.allclose(mixed[tail], from_text_alone[tail], atol=1e-6)
+    assert not np.allclose(mixed[sorted(head)], from_text_alone[sorted(head)], atol=1e-3)
+    assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(IdInputError, match="21 items: the co-occurrence embedding is built densely"):
+        collaborative.cooccurrence_embeddings(histories, n_items=21)

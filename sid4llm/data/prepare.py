@@ -127,6 +127,11 @@ class PreparedData:
             raise DataFormatError(f"{self.path / EMBEDDINGS_FILE}: item ids do not match {self.path / 'items'}")
         return vectors
 
+    def train_histories(self) -> list[list[int]]:
+        """Every user's train events in order (the train split's history and target), as item indices."""
+        train = self.sequences["train"]
+        return [list(h) + [int(t)] for h, t in zip(train["history"], train["target"])]
+
     @cached_property
     def item_popularity(self) -> np.ndarray:
         """Train interactions per item (``item_idx`` order); read once (a column read costs ~0.1 s)."""

@@ -4,6 +4,7 @@ REINFORCE and atomic (one token per item) baselines, and the ``SemanticIdCodeboo
 from .atomic import AtomicConfig, AtomicIds
 from .base import IdInputError, IdMethodConfig, IdModel
 from .codebook import SemanticIdCodebook, disambiguate
+from .collaborative import CollaborativeInput, CollaborativeSettings, cooccurrence_embeddings
 from .dvae import DiscreteVAE, DVAEConfig
 from .quality import collapse_problems, id_metrics, plot_length_vs_popularity, summary_table
 from .registry import METHODS, build_model, config_class
@@ -18,6 +19,7 @@ from .training import (
 )
 
 __all__ = [
+    "CollaborativeInput", "CollaborativeSettings", "cooccurrence_embeddings",
     "AtomicConfig",
     "AtomicIds",
     "CodebookCollapseError",

@@ -12,6 +12,7 @@ Files written by :meth:`save_pretrained` (no pickle anywhere)::
     codes.safetensors      ragged codes (flat + offsets), disambiguation, popularity
     items.json             item ids (and titles when known), in codebook order
     encoder.safetensors    the ID model's weights (encoder, stop head, decoder / centroids)
+    collaborative_map.safetensors   text → co-occurrence map, when the IDs read a collaborative input
     metrics.json           quality metrics of the run
     README.md              model card
 """
@@ -29,6 +30,7 @@ from safetensors.torch import save_file
 
 from ..artifacts import ArtifactError, read_json, read_optional_json, read_safetensors
 from .base import IdInputError, IdMethodConfig, IdModel, encode_in_batches, validate_embeddings
+from .collaborative import CollaborativeInput
 from .registry import build_model, config_from_dict
 
 FORMAT_VERSION = 1
@@ -47,6 +49,7 @@ class SemanticIdCodebook:
         metrics: dict | None = None,
         titles: Sequence[str] | None = None,
         embedding_dim: int | None = None,
+        collaborative: CollaborativeInput | None = None,
     ):
         if not (len(item_ids) == len(codes) == len(disambiguation) == len(popularity)):
             raise IdInputError("item_ids, codes, disambiguation and popularity must have one entry per item")
@@ -60,7 +63,8 @@ class SemanticIdCodebook:
         self.model = model
         self.metrics = dict(metrics or {})
         self.titles = list(titles) if titles is not None else None
-        self.embedding_dim = embedding_dim or getattr(model, "input_dim", None)
+        self.embedding_dim = embedding_dim or getattr(model, "input_dim", None)  # of the text embeddings it is given
+        self.collaborative = collaborative
         self._index = {item: i for i, item in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise IdInputError("item ids must be unique")
@@ -81,12 +85,14 @@ class SemanticIdCodebook:
         model: IdModel | None = None,
         titles: Sequence[str] | None = None,
         embedding_dim: int | None = None,
+        collaborative: CollaborativeInput | None = None,
     ) -> SemanticIdCodebook:
         """Cut each item's codes to its length and make IDs unique (see :func:`disambiguate`)."""
         codes, lengths = np.asarray(codes), np.asarray(lengths)
         ragged = [tuple(row[:n].tolist()) for row, n in zip(codes, lengths)]
         disamb = disambiguate(ragged, popularity)
-        return cls(item_ids, ragged, disamb, popularity, config, model, titles=titles, embedding_dim=embedding_dim)
+        return cls(item_ids, ragged, disamb, popularity, config, model, titles=titles, embedding_dim=embedding_dim,
+                   collaborative=collaborative)
 
     # ------------------------------------------------------------------ lookups
     def _with_disambiguation(self, codes: tuple[int, ...], d: int) -> tuple[int, ...]:
@@ -141,10 +147,14 @@ class SemanticIdCodebook:
 
     # ------------------------------------------------------------------ cold start
     def encode(self, embeddings: np.ndarray | torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes and lengths for embeddings with the saved encoder (no disambiguation)."""
+        """Codes and lengths for (text) embeddings with the saved encoder (no disambiguation); a codebook whose
+        IDs read a collaborative input predicts the co-occurrence part from the text."""
         if self.model is None:
             raise IdInputError("this codebook has no encoder weights; it cannot encode new items")
-        return encode_in_batches(self.model, validate_embeddings(embeddings, self.embedding_dim), batch_size)
+        x = validate_embeddings(embeddings, self.embedding_dim)
+        if self.collaborative is not None:
+            x = torch.from_numpy(self.collaborative.mix(x.numpy()))
+        return encode_in_batches(self.model, x, batch_size)
 
     def add_items(self, item_ids: Sequence[str], embeddings: np.ndarray | torch.Tensor,
                   titles: Sequence[str] | None = None,
@@ -196,6 +206,9 @@ class SemanticIdCodebook:
                    "popularity": torch.from_numpy(self.popularity.copy())}, str(out / "codes.safetensors"))
         config = {"format_version": FORMAT_VERSION, "n_items": len(self), "embedding_dim": self.embedding_dim,
                   "num_disambiguation_tokens": self.num_disambiguation_tokens, "id_method": self.config.to_dict()}
+        if self.collaborative is not None:
+            config["collaborative"] = self.collaborative.settings.to_dict()
+            self.collaborative.save(out)
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         items = {"item_ids": self.item_ids}
         if self.titles is not None:
@@ -240,8 +253,9 @@ class SemanticIdCodebook:
             raise ArtifactError(f"{path}: items.json lists {len(items['item_ids'])} items but codes.safetensors holds "
                                 f"{len(codes)} IDs; the files come from different codebooks")
         model = None
+        collaborative = CollaborativeInput.load(path, config["collaborative"]) if config.get("collaborative") else None
         if (path / "encoder.safetensors").is_file():
-            model = build_model(method_config, config["embedding_dim"])
+            model = build_model(method_config, collaborative.input_dim if collaborative else config["embedding_dim"])
             try:
                 model.load_state_dict(read_safetensors(path / "encoder.safetensors"))
             except RuntimeError as err:
@@ -250,7 +264,7 @@ class SemanticIdCodebook:
             model.eval()
         metrics = read_optional_json(path / "metrics.json")
         return cls(items["item_ids"], codes, tensors["disambiguation"].numpy(), tensors["popularity"].numpy(),
-                   method_config, model, metrics, items.get("titles"), config["embedding_dim"])
+                   method_config, model, metrics, items.get("titles"), config["embedding_dim"], collaborative)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload SemanticIdCodebook", revision: str | None = None) -> str:
@@ -277,6 +291,10 @@ class SemanticIdCodebook:
                   'codebook = SemanticIdCodebook.from_pretrained("<this repo or folder>")',
                   'codebook.id_of("<item id>")   # tuple of ID-token indices', "```", "",
                   "## Method config", "", "```json", json.dumps(cfg.to_dict(), indent=2), "```", ""]
+        if self.collaborative is not None:
+            lines += ["## Input", "", "Text embeddings mixed with item co-occurrence embeddings of the train histories "
+                      f"({json.dumps(self.collaborative.settings.to_dict())}); `encode` and `add_items` take text "
+                      "embeddings and predict the co-occurrence part from them.", ""]
         return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .atomic import AtomicConfig
 from .base import IdInputError, IdMethodConfig, encode_in_batches, validate_embeddings
 from .codebook import SemanticIdCodebook
+from .collaborative import CollaborativeInput, CollaborativeSettings
 from .quality import collapse_problems, id_metrics, plot_length_vs_popularity, prefix_errors
 from .registry import build_model
 from .rqkmeans import ResidualKMeans
@@ -52,6 +53,11 @@ class IdTrainingArguments:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     sampling: Literal["interactions", "uniform"] = field(default="interactions", metadata={
         "help": "interactions (each event once per epoch) or uniform (each item once)."})
+    collaborative_weight: float = field(default=0.0, metadata={
+        "help": "Share of the ID input from item co-occurrence in the train histories, beside the text embedding "
+                "(0 = text only; items added later get it predicted from their text)."})
+    collaborative_dim: int = field(default=64, metadata={"help": "Dimension of the co-occurrence embedding."})
+    collaborative_window: int = field(default=10, metadata={"help": "Events apart that still count as co-occurring."})
     grad_clip: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this (0 = off)."})
     log_every: int = field(default=100, metadata={"help": "Log losses every this many steps."})
     plot: bool = field(default=True, metadata={"help": "Write length_vs_popularity.png."})
@@ -64,6 +70,15 @@ class IdTrainingArguments:
     def __post_init__(self):
         if self.sampling not in ("interactions", "uniform"):
             raise IdInputError(f"sampling must be 'interactions' or 'uniform', got {self.sampling!r}")
+        if not 0.0 <= self.collaborative_weight < 1.0:
+            raise IdInputError(f"collaborative_weight must be in [0, 1), got {self.collaborative_weight}")
+
+    @property
+    def collaborative(self) -> CollaborativeSettings | None:
+        """The collaborative input's settings, or None for text-only IDs."""
+        if self.collaborative_weight == 0:
+            return None
+        return CollaborativeSettings(self.collaborative_weight, self.collaborative_dim, self.collaborative_window)
 
     def total_steps(self, events_per_epoch: int) -> int:
         """Optimizer steps of a run over ``events_per_epoch`` examples: ``max_steps``, else ``epochs`` of them
@@ -97,9 +112,17 @@ def train_semantic_ids(
     item_ids: list[str] | None = None,
     titles: list[str] | None = None,
     accelerator=None,
+    histories: list[list[int]] | None = None,
 ) -> SemanticIdCodebook:
-    """Train ``config``'s method; return a codebook whose ``metrics`` hold the full report."""
+    """Train ``config``'s method; return a codebook whose ``metrics`` hold the full report. ``histories`` (the
+    train events of each user, as item indices) are needed when ``args.collaborative_weight`` > 0."""
     x = validate_embeddings(embeddings)
+    text_dim, collaborative = x.shape[1], None
+    if args.collaborative is not None and not isinstance(config, AtomicConfig):
+        if histories is None:
+            raise IdInputError("collaborative_weight > 0 needs the train histories (train_semantic_ids(histories=...))")
+        collaborative, mixed = CollaborativeInput.fit(x.numpy(), histories, args.collaborative)
+        x = torch.from_numpy(mixed)
     popularity = np.asarray(popularity, dtype=np.int64)
     if len(popularity) != len(x):
         raise IdInputError(f"{len(popularity)} popularity counts for {len(x)} embeddings")
@@ -128,7 +151,7 @@ def train_semantic_ids(
 
     codes, lengths = encode_in_batches(model, x)
     codebook = SemanticIdCodebook.from_codes(item_ids, codes, lengths, popularity, config, model.cpu(), titles,
-                                             embedding_dim=x.shape[1])
+                                             embedding_dim=text_dim, collaborative=collaborative)
     errors = prefix_errors(codebook.model, x, codes)
     metrics = id_metrics(errors, codes.numpy(), lengths.numpy(), popularity, codebook.disambiguation, config.vocab_size)
     metrics.update({
@@ -136,6 +159,7 @@ def train_semantic_ids(
         "max_length": config.max_length, "train_seconds": round(train_seconds, 2), "train_steps": steps,
         "train_examples_per_second": round(steps * args.batch_size / train_seconds, 1) if steps else None,
         "device": str(device), "history": history,
+        "collaborative": args.collaborative.to_dict() if collaborative is not None else None,
     })
     metrics["collapse"] = collapse_problems(metrics, args.min_codebook_usage, args.min_mean_length)
     codebook.metrics = metrics
@@ -246,7 +270,10 @@ def load_finished_run(output_dir: str | Path, method_config: IdMethodConfig, arg
         return None
     events = int(popularity.sum()) if args.sampling == "interactions" else len(popularity)
     steps = 0 if method_config.method in ("rqkmeans", "atomic") else args.total_steps(events)
-    if json.loads(saved.read_text()).get("id_method") != method_config.to_dict() \
+    collaborative = None if method_config.method == "atomic" or args.collaborative is None \
+        else args.collaborative.to_dict()
+    saved_config = json.loads(saved.read_text())
+    if saved_config.get("id_method") != method_config.to_dict() or saved_config.get("collaborative") != collaborative \
             or json.loads(metrics.read_text()).get("train_steps") != steps:
         return None
     return SemanticIdCodebook.from_pretrained(out / "codebook")
