@@ -89,3 +89,15 @@ def test_runs_made_before_a_setting_existed_are_reused_when_it_keeps_its_default
         reproduce_paper.main(args)
     with pytest.raises(SystemExit, match="other settings"):
         reproduce_paper.main(reproduce_paper.ReproduceArguments(**{**asdict(args), "fixed_max_length": 5}))
+
+
+def test_every_id_method_reads_the_same_input_so_the_comparison_is_fair():
+    """The shipped varlen config mixes in co-occurrence; the paper's comparison gives every method one input."""
+    from sid4llm.commands import reproduce_paper
+
+    for weight in (0.0, 0.8):
+        args = reproduce_paper.ReproduceArguments(data_dir="d", output_dir="o", collaborative_weight=weight,
+                                                  length_costs=[2.0, 4.0])
+        runs = reproduce_paper.id_runs(args)
+        assert [name for name, _, _ in runs] == ["varlen_c2", "varlen_c4", "fixed", "rqkmeans", "reinforce"]
+        assert {overrides["collaborative_weight"] for _, _, overrides in runs} == {weight}

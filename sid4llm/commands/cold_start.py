@@ -43,6 +43,7 @@ class ColdStartArguments:
     id_steps: int = field(default=2000, metadata={"help": "Training steps of every learned ID method."})
     length_cost: float | None = field(default=None, metadata={"help": "The varlen dVAE's length cost c (unset: its config's)."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
+    collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
     rec_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_epochs: float = field(default=1.0, metadata={"help": "Epochs of its warm ID streams for every recommender."})
     budget: int | None = field(default=None, metadata={"help": "History token budget (unset: the config's)."})
@@ -78,7 +79,7 @@ def run_id_set(args: ColdStartArguments, name: str, data: PreparedData, warm: Pr
     cost = {"length_cost": args.length_cost} if name == "varlen" and args.length_cost is not None else {}
     codebook = train_ids.trained_or_train(SHIPPED_ID_CONFIGS[name], data_dir=str(warm.path), output_dir=str(codebook_dir),
                                seed=args.seed, max_steps=args.id_steps, allow_collapse=True,
-                               vocab_size=args.id_vocab_size, **cost)
+                               vocab_size=args.id_vocab_size, collaborative_weight=args.collaborative_weight, **cost)
     budget = {"history_token_budget": args.budget} if args.budget else {}
     rec = finetune.trained_or_train(
         args.rec_config, data_dir=str(warm.path), codebook=str(codebook_dir / "codebook"),

@@ -71,6 +71,7 @@ class ReproduceArguments:
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap draws of the users for the paired varlen-vs-fixed intervals."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
+    collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
     fixed_max_length: int | None = field(default=None, metadata={"help": "Codes per fixed-length ID (unset: its config's 4; the paper's Yambda IDs have 5 + a dedup token)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
@@ -88,7 +89,7 @@ def id_runs(args: ReproduceArguments) -> list[tuple[str, str, dict]]:
     """(name, config, overrides) for every ID method; the varlen dVAE once per length cost. The dVAE's τ/β
     schedules span the first half of the steps (its config's anneal_fraction), whatever their number. A
     collapsed codebook is a result here (REINFORCE's), so it is kept."""
-    common = {"vocab_size": args.id_vocab_size, "allow_collapse": True}
+    common = {"vocab_size": args.id_vocab_size, "allow_collapse": True, "collaborative_weight": args.collaborative_weight}
     methods = set(args.id_methods)
     unknown = sorted(methods - set(IDS_CONFIGS))
     if unknown:
@@ -278,7 +279,7 @@ def main(args: ReproduceArguments) -> None:
             data_dir=args.data_dir, output_dir=str(out / "cold_start"), fraction=args.cold_start_fraction,
             seed=seeds[0], id_sets=[m for m in ("varlen", "fixed", "rqkmeans") if m in args.id_methods],
             id_steps=args.id_steps, id_vocab_size=args.id_vocab_size, length_cost=args.main_length_cost,
-            rec_config=args.rec_config,
+            collaborative_weight=args.collaborative_weight, rec_config=args.rec_config,
             rec_epochs=args.rec_epochs, budget=args.budget, num_beams=args.num_beams))
     timings["cold_start"] = time.time() - t
     timings["total"] = time.time() - start
