@@ -45,7 +45,7 @@ def main(args: IdTrainingArguments, method_config: IdMethodConfig, data: Prepare
     data = data or PreparedData.load(args.data_dir)
     codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity, method_config, args,
                                   item_ids=list(data.items["item_id"]), titles=list(data.items["title"]),
-                                  histories=data.train_histories() if args.collaborative is not None else None)
+                                  histories=data.train_histories() if args.collaborative_for(method_config) else None)
     cfg = codebook.config
     print(f"{cfg.method}{' (variable length)' if cfg.variable_length else ''}, V={cfg.vocab_size}, "
           f"L={cfg.max_length}, {len(codebook):,} items:")

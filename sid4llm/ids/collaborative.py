@@ -41,7 +41,7 @@ class CollaborativeSettings:
 
     def __post_init__(self):
         if not 0.0 < self.weight < 1.0:
-            raise IdInputError(f"collaborative_weight must be in (0, 1) to mix with text, got {self.weight}")
+            raise IdInputError(f"collaborative_weight must be in (0, 1) to mix with text (0: text only), got {self.weight}")
         if self.dim < 1 or self.window < 1:
             raise IdInputError(f"collaborative_dim and collaborative_window must be >= 1, got {self.dim}, {self.window}")
 

@@ -70,13 +70,13 @@ class IdTrainingArguments:
     def __post_init__(self):
         if self.sampling not in ("interactions", "uniform"):
             raise IdInputError(f"sampling must be 'interactions' or 'uniform', got {self.sampling!r}")
-        if not 0.0 <= self.collaborative_weight < 1.0:
-            raise IdInputError(f"collaborative_weight must be in [0, 1), got {self.collaborative_weight}")
+        if self.collaborative_weight != 0:
+            self.collaborative_for(None)  # CollaborativeSettings checks the weight, dimension and window
 
-    @property
-    def collaborative(self) -> CollaborativeSettings | None:
-        """The collaborative input's settings, or None for text-only IDs."""
-        if self.collaborative_weight == 0:
+    def collaborative_for(self, config: IdMethodConfig | None) -> CollaborativeSettings | None:
+        """The co-occurrence input ``config``'s method reads, or None: text-only IDs, and atomic IDs (which read
+        no input at all)."""
+        if self.collaborative_weight == 0 or isinstance(config, AtomicConfig):
             return None
         return CollaborativeSettings(self.collaborative_weight, self.collaborative_dim, self.collaborative_window)
 
@@ -117,11 +117,11 @@ def train_semantic_ids(
     """Train ``config``'s method; return a codebook whose ``metrics`` hold the full report. ``histories`` (the
     train events of each user, as item indices) are needed when ``args.collaborative_weight`` > 0."""
     x = validate_embeddings(embeddings)
-    text_dim, collaborative = x.shape[1], None
-    if args.collaborative is not None and not isinstance(config, AtomicConfig):
+    text_dim, collaborative, settings = x.shape[1], None, args.collaborative_for(config)
+    if settings is not None:
         if histories is None:
             raise IdInputError("collaborative_weight > 0 needs the train histories (train_semantic_ids(histories=...))")
-        collaborative, mixed = CollaborativeInput.fit(x.numpy(), histories, args.collaborative)
+        collaborative, mixed = CollaborativeInput.fit(x.numpy(), histories, settings)
         x = torch.from_numpy(mixed)
     popularity = np.asarray(popularity, dtype=np.int64)
     if len(popularity) != len(x):
@@ -159,7 +159,7 @@ def train_semantic_ids(
         "max_length": config.max_length, "train_seconds": round(train_seconds, 2), "train_steps": steps,
         "train_examples_per_second": round(steps * args.batch_size / train_seconds, 1) if steps else None,
         "device": str(device), "history": history,
-        "collaborative": args.collaborative.to_dict() if collaborative is not None else None,
+        "collaborative": settings.to_dict() if settings is not None else None,
     })
     metrics["collapse"] = collapse_problems(metrics, args.min_codebook_usage, args.min_mean_length)
     codebook.metrics = metrics
@@ -270,8 +270,8 @@ def load_finished_run(output_dir: str | Path, method_config: IdMethodConfig, arg
         return None
     events = int(popularity.sum()) if args.sampling == "interactions" else len(popularity)
     steps = 0 if method_config.method in ("rqkmeans", "atomic") else args.total_steps(events)
-    collaborative = None if method_config.method == "atomic" or args.collaborative is None \
-        else args.collaborative.to_dict()
+    settings = args.collaborative_for(method_config)
+    collaborative = settings.to_dict() if settings is not None else None
     saved_config = json.loads(saved.read_text())
     if saved_config.get("id_method") != method_config.to_dict() or saved_config.get("collaborative") != collaborative \
             or json.loads(metrics.read_text()).get("train_steps") != steps:
