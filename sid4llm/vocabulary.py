@@ -9,6 +9,13 @@ codes are a prefix of another's. Two ways of writing items:
 - **Inside text** (natural-language prompts, chat): ``<|sid_begin|>`` opens the ID, where the model must switch
   from words to codes.
 
+Optionally (``item_memory``), every catalogue item also gets one **memory token** (``<|sid_item_41|>``) that a
+stream *reads* in place of the end marker of each history item: the model still writes an ID as its codes + end
+marker, but reads each past item with a learned vector of its own, as SASRec's item table gives it (shared codes
+alone must rebuild 3,416 items from a few hundred vectors). It costs no stream tokens. Items added to the codebook
+later have no memory token and are read with the end marker, as training also shows some items
+(``item_memory_dropout``).
+
 The tokens are ordinary (not "special") added tokens, so decoded text shows them and they survive
 ``skip_special_tokens``.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +46,10 @@ def code_token(k: int) -> str:
 
 def disambiguation_token(k: int) -> str:
     return f"<|sid_d{k}|>"
+
+
+def memory_token(item: int) -> str:
+    return f"<|sid_item_{item}|>"
 
 
 def _token_strings(codebook: SemanticIdCodebook, n_disambiguation: int) -> list[str]:
@@ -65,6 +76,7 @@ class IdVocabulary:
     end_id: int
     user_id: int
     id_token_ids: list[int]  # ID-token index (codes, then disambiguation) → tokenizer id
+    memory_token_ids: list[int] = field(default_factory=list)  # codebook index → its memory token (first items only)
 
     def __post_init__(self):
         self._index_of_token = {tid: i for i, tid in enumerate(self.id_token_ids)}
@@ -72,17 +84,21 @@ class IdVocabulary:
     # ------------------------------------------------------------------ building
     @classmethod
     def extend(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook,
-               extra_disambiguation: int = 0) -> IdVocabulary:
+               extra_disambiguation: int = 0, item_memory: bool = False) -> IdVocabulary:
         """Add the ID tokens to ``tokenizer`` (in place; tokens already present are reused).
 
         ``extra_disambiguation`` reserves more disambiguation tokens than the codebook uses now, so items added
-        later (cold start) can be written without growing the vocabulary."""
+        later (cold start) can be written without growing the vocabulary. ``item_memory`` adds one memory token
+        per item of the codebook (see the module docstring)."""
         strings = _token_strings(codebook, codebook.num_disambiguation_tokens + extra_disambiguation)
-        tokenizer.add_tokens([AddedToken(s, special=False, normalized=False, single_word=False) for s in strings])
-        ids = tokenizer.convert_tokens_to_ids(strings)
+        memory = [memory_token(i) for i in range(len(codebook))] if item_memory else []
+        tokenizer.add_tokens([AddedToken(s, special=False, normalized=False, single_word=False)
+                              for s in strings + memory])
+        ids = tokenizer.convert_tokens_to_ids(strings + memory)
         if any(i is None or i == tokenizer.unk_token_id for i in ids):
             raise ValueError("the tokenizer did not accept the semantic-ID tokens")
-        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:])
+        n = len(strings)
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:n], ids[n:])
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, codebook: SemanticIdCodebook) -> IdVocabulary:
@@ -97,13 +113,16 @@ class IdVocabulary:
             raise ValueError(f"tokenizer lacks {len(missing)} semantic-ID tokens (e.g. {missing[:3]}); "
                              "was it extended with this codebook?")
         ids = [vocab[s] for s in strings]
-        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:])
+        memory = []
+        while memory_token(len(memory)) in vocab:
+            memory.append(vocab[memory_token(len(memory))])
+        return cls(tokenizer, codebook, ids[0], ids[1], ids[2], ids[3:], memory)
 
     # ------------------------------------------------------------------ properties
     @property
     def new_token_ids(self) -> list[int]:
-        """All token ids this vocabulary added (markers, codes, disambiguation)."""
-        return [self.begin_id, self.end_id, self.user_id, *self.id_token_ids]
+        """All token ids this vocabulary added (markers, codes, disambiguation, item memory)."""
+        return [self.begin_id, self.end_id, self.user_id, *self.id_token_ids, *self.memory_token_ids]
 
     @property
     def code_token_ids(self) -> list[int]:
@@ -120,9 +139,18 @@ class IdVocabulary:
         index = item if isinstance(item, int) else self.codebook.index_of(item)
         return [*(self.id_token_ids[t] for t in self.codebook.sequences[index]), self.end_id]
 
+    def stream_item_input_ids(self, item: int) -> list[int]:
+        """Token ids of one item as a stream *reads* it: its codes, then its memory token where it has one (the
+        end marker otherwise). Same length as :meth:`stream_item_token_ids`, which is what the model writes."""
+        tokens = self.stream_item_token_ids(item)
+        if item < len(self.memory_token_ids):
+            tokens[-1] = self.memory_token_ids[item]
+        return tokens
+
     def stream_token_ids(self, items: list[int]) -> list[int]:
-        """A history as the model reads it: the user-start token, then each item's codes + end marker."""
-        return [self.user_id, *(t for i in items for t in self.stream_item_token_ids(i))]
+        """A history as the model reads it: the user-start token, then each item's codes + end marker (or memory
+        token)."""
+        return [self.user_id, *(t for i in items for t in self.stream_item_input_ids(i))]
 
     def id_token_count(self, item: int) -> int:
         """Tokens an item takes in an ID stream (codes + end marker): what a history token budget counts."""
@@ -205,7 +233,8 @@ class IdVocabulary:
         (directory / VOCAB_FILE).write_text(json.dumps({
             "begin_token": BEGIN_TOKEN, "end_token": END_TOKEN, "user_token": USER_TOKEN, "begin_id": self.begin_id,
             "end_id": self.end_id, "user_id": self.user_id,
-            "id_token_ids": self.id_token_ids, "codebook_fingerprint": codebook_fingerprint(self.codebook),
+            "id_token_ids": self.id_token_ids, "memory_token_ids": self.memory_token_ids,
+            "codebook_fingerprint": codebook_fingerprint(self.codebook),
         }, indent=1))
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
@@ -221,7 +250,8 @@ class IdVocabulary:
         record = read_json(path, required_keys=("codebook_fingerprint", "id_token_ids"))
         if record["codebook_fingerprint"] != codebook_fingerprint(self.codebook):
             raise ArtifactError(f"{path}: the tokenizer was saved with a different codebook than the one loaded")
-        saved = [record.get("begin_id"), record.get("end_id"), record.get("user_id"), *record["id_token_ids"]]
+        saved = [record.get("begin_id"), record.get("end_id"), record.get("user_id"), *record["id_token_ids"],
+                 *record.get("memory_token_ids", [])]
         if saved != self.new_token_ids:
             raise ArtifactError(f"{path}: the tokenizer's ID tokens have other token ids than when the model was "
                                 "saved; the tokenizer files were replaced or edited")

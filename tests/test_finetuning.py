@@ -385,3 +385,46 @@ def test_validation_patience_stops_a_run_that_stopped_improving(tmp_path, tiny_l
     rec = run_finetune(model_args, data_args, task_args, training_args)
     assert _trainer_state(training_args.output_dir)["global_step"] == last_step
     assert rec.results["validation"]["best"]["step"] == 2
+
+
+def test_item_memory_tokens_are_read_for_history_items_and_never_written(tmp_path, tiny_lm_dir, tiny_prepared):
+    """``item_memory_tokens``: each history item is read as its codes + its own memory token (an item table at no
+    stream tokens), while every target is still written as codes + end marker; items added later, and a share of
+    history items in training (``item_memory_dropout``), are read with the end marker."""
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
+    model_args.from_scratch, model_args.scratch_hidden_size, model_args.scratch_layers = True, 32, 1
+    model_args.item_memory_tokens, model_args.item_memory_dropout = True, 0.5
+    task_args.tasks = ["sequential"]
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    loaded = SidRecommender.from_pretrained(training_args.output_dir)
+    vocab = loaded.vocab
+    n_items = len(loaded.codebook)
+    assert len(vocab.memory_token_ids) == n_items and vocab.memory_token_ids == rec.vocab.memory_token_ids
+    assert len(loaded.tokenizer) == 4 + len(vocab.new_token_ids)  # the memory tokens are in the vocabulary
+
+    # Read: codes + memory token; written (the labels, and what decoding may choose): codes + end marker.
+    prompt = loaded.prompt_builder.stream_prompt_ids([0, 1, 2])
+    assert prompt[-1] == vocab.memory_token_ids[2] and vocab.end_id not in prompt
+    assert len(prompt) == 1 + sum(vocab.id_token_count(i) for i in (0, 1, 2))  # no extra stream tokens
+    segments = build_segments(PreparedData.load(tiny_prepared["data_dir"]), vocab, task_args, "train")
+    for ids, labels in zip(segments["input_ids"], segments["labels"]):
+        read_as_memory = [lab for tok, lab in zip(ids, labels) if tok in set(vocab.memory_token_ids)]
+        assert read_as_memory and set(read_as_memory) <= {vocab.end_id, IGNORE_INDEX}
+        assert not set(labels) & set(vocab.memory_token_ids)
+    assert set(vocab.memory_token_ids).isdisjoint(loaded.decoder.column_token_ids.tolist())
+    assert all(0 <= r["index"] < n_items for r in loaded.recommend([[0, 1, 2]], k=3)[0])
+
+    # Memory dropout reads a memory token as the end marker, afresh each batch; labels never change.
+    row = {"input_ids": prompt, "labels": [IGNORE_INDEX] * len(prompt), "position_ids": list(range(len(prompt)))}
+    every = PackedCollator(0, vocab.memory_token_ids, vocab.end_id, memory_dropout=1.0)([row])
+    assert vocab.end_id in every["input_ids"][0].tolist() and not set(every["input_ids"][0].tolist()) & set(vocab.memory_token_ids)
+    assert PackedCollator(0, vocab.memory_token_ids, vocab.end_id)([row])["input_ids"][0].tolist() == prompt
+    with pytest.raises(ValueError, match="item_memory_dropout must be in"):
+        ModelArguments(item_memory_dropout=1.5)
+
+    # An item added after training has no memory token: it is read with the end marker.
+    text = PreparedData.load(tiny_prepared["data_dir"]).item_embeddings()[:1]
+    loaded.add_items(["brand-new"], text)
+    new = len(loaded.codebook) - 1
+    assert new == n_items and vocab.stream_item_input_ids(new)[-1] == vocab.end_id
+    assert loaded.prompt_builder.stream_prompt_ids([0, new])[-1] == vocab.end_id

@@ -96,7 +96,8 @@ def build_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, text_t
         tokenizer = id_only_tokenizer()
     else:
         tokenizer = load_tokenizer(model_args.model_name_or_path)
-    return IdVocabulary.extend(tokenizer, codebook, extra_disambiguation=model_args.reserve_disambiguation_tokens)
+    return IdVocabulary.extend(tokenizer, codebook, extra_disambiguation=model_args.reserve_disambiguation_tokens,
+                               item_memory=model_args.item_memory_tokens)
 
 
 def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebook, seed: int = 0,
@@ -255,7 +256,9 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed)
     trainer = IdLossTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id), processing_class=vocab.tokenizer,
+        data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id, vocab.memory_token_ids, vocab.end_id,
+                                                      model_args.item_memory_dropout, training_args.seed),
+        processing_class=vocab.tokenizer,
         callbacks=[*(callbacks or []), *([selection] if selection else [])], id_decoder=IdDecoder.build(vocab),
         id_softmax=model_args.id_softmax,
     )

@@ -75,6 +75,17 @@ class ModelArguments:
     embedding_init: Literal["titles", "mean", "random"] = field(default="titles", metadata={
         "help": "New ID-token rows: titles (the mean of their items' title tokens), mean or random."})
     reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
+    item_memory_tokens: bool = field(default=False, metadata={
+        "help": "One learned token per catalogue item, read in place of the end marker of every history item (an "
+                "item table, as SASRec has, at no stream tokens); the model still writes IDs as codes + end marker. "
+                "Items added later are read with the end marker."})
+    item_memory_dropout: float = field(default=0.0, metadata={
+        "help": "With item_memory_tokens: the share of history items read with the plain end marker instead, drawn "
+                "every batch (so items without a memory token read as in training)."})
+
+    def __post_init__(self):
+        if not 0.0 <= self.item_memory_dropout <= 1.0:
+            raise ValueError(f"item_memory_dropout must be in [0, 1], got {self.item_memory_dropout}")
 
 
 class ModelLoadError(RuntimeError):

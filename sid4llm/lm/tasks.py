@@ -168,7 +168,7 @@ class ExampleBuilder:
         input_ids, labels = [vocab.user_id], [IGNORE_INDEX]
         for n, item in enumerate(items):
             tokens = vocab.stream_item_token_ids(item)
-            input_ids += tokens
+            input_ids += vocab.stream_item_input_ids(item)  # read with its memory token, written with the end marker
             labels += tokens if n >= first_target else [IGNORE_INDEX] * len(tokens)
         return {"input_ids": input_ids, "labels": labels}
 
@@ -195,8 +195,9 @@ class ExampleBuilder:
     def request_segment(self, text: str, named: list[int], answers: list[int]) -> dict:
         """A request and its answers: every answer item (codes + end marker) is a target."""
         prompt = self.request_prompt_ids(text, named)
-        answer = [t for i in answers for t in self.vocab.stream_item_token_ids(i)]
-        return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+        written = [t for i in answers for t in self.vocab.stream_item_token_ids(i)]
+        read = [t for i in answers for t in self.vocab.stream_item_input_ids(i)]
+        return {"input_ids": prompt + read, "labels": [IGNORE_INDEX] * len(prompt) + written}
 
     # ------------------------------------------------------------------ text prompts
     def natural_language_prompt(self, history: list[int]) -> str:
@@ -350,10 +351,24 @@ def pack_segments(segments: Dataset, max_seq_length: int, seed: int = 0) -> Data
 
 
 class PackedCollator:
-    """Right-pads packed rows: pad tokens get label -100 and position 0 (each a segment of its own)."""
+    """Right-pads packed rows: pad tokens get label -100 and position 0 (each a segment of its own).
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    With ``memory_dropout`` > 0 (and the vocabulary's ``memory_token_ids``), each item memory token of a batch is
+    read as the plain end marker with that probability, drawn afresh every batch: the model learns to read items
+    that have no memory token (added after training) and leans less on a per-item vector it may have seen a few
+    times only."""
+
+    def __init__(self, pad_token_id: int, memory_token_ids: list[int] | None = None, end_id: int | None = None,
+                 memory_dropout: float = 0.0, seed: int = 0):
+        import torch
+
+        if not 0.0 <= memory_dropout <= 1.0:
+            raise ValueError(f"item memory dropout must be in [0, 1], got {memory_dropout}")
+        if memory_dropout > 0 and memory_token_ids and end_id is None:
+            raise ValueError("item memory dropout needs the end marker's token id")
+        self.pad_token_id, self.end_id, self.memory_dropout = pad_token_id, end_id, memory_dropout
+        self.memory_ids = torch.tensor(memory_token_ids or [], dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
@@ -362,6 +377,10 @@ class PackedCollator:
         out = {}
         for key, pad in (("input_ids", self.pad_token_id), ("labels", IGNORE_INDEX), ("position_ids", 0)):
             out[key] = torch.tensor([list(r[key]) + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
+        if self.memory_dropout > 0 and len(self.memory_ids):
+            ids = out["input_ids"]
+            drop = torch.isin(ids, self.memory_ids) & (torch.rand(ids.shape, generator=self.generator) < self.memory_dropout)
+            out["input_ids"] = ids.masked_fill(drop, self.end_id)
         return out
 
 
