@@ -347,3 +347,24 @@ def test_a_config_saved_before_results_moved_out_still_loads(saved_copy):
     rec = SidRecommender.from_pretrained(saved_copy)
     assert rec.config.task_args.tasks == config["task_args"]["tasks"].split(",")
     assert rec.results["metrics"] == results["metrics"]
+
+
+def test_a_config_saved_before_item_memory_tokens_loads_without_them(saved_copy):
+    """Format 1 had no item memory settings: such a model was built without memory tokens, and loads as it was."""
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    for key in ("item_memory_tokens", "item_memory_dropout"):
+        del config["model_args"][key]
+    config_file.write_text(json.dumps({**config, "format_version": 1}))
+    rec = SidRecommender.from_pretrained(saved_copy)
+    assert rec.config.model_args.item_memory_tokens is False
+    assert rec.config.model_args.item_memory_dropout == 0.0
+
+
+def test_a_current_config_missing_a_setting_is_named(saved_copy):
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    del config["model_args"]["item_memory_tokens"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"model_args has missing key\(s\) \['item_memory_tokens'\]"):
+        SidRecommender.from_pretrained(saved_copy)

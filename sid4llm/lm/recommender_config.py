@@ -14,9 +14,11 @@ from .tasks import TaskArguments
 
 CONFIG_FILE = "sid4llm_config.json"
 RESULTS_FILE = "results.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # What configs written before format 1 held beside the settings; moved to results.json when such a folder loads.
 _LEGACY_RESULT_KEYS = ("metrics", "example_stats", "evaluation")
+# Settings each format added, with the value that builds what an older file's model was (so it loads unchanged).
+_ADDED_IN_FORMAT = {2: {"model_args": {"item_memory_tokens": False, "item_memory_dropout": 0.0}}}
 
 
 @dataclass
@@ -56,6 +58,11 @@ class SidRecommenderConfig:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ArtifactError(f"{where}: format_version {version!r} is newer than this sid4llm reads "
                                 f"({FORMAT_VERSION}); upgrade sid4llm")
+        for added_in, added in _ADDED_IN_FORMAT.items():
+            if version < added_in:
+                for key, defaults in added.items():
+                    if isinstance(values.get(key), dict):
+                        values[key] = {**defaults, **values[key]}
         known = {f.name for f in fields(cls)}
         required = {"base_model", "model_args", "task_args"}
         unknown, missing = sorted(set(values) - known), sorted(required - set(values))
