@@ -17,7 +17,8 @@ import platform
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
@@ -111,8 +112,9 @@ def parse_value(owner, key: str, value: str):
         return value.lower() in ("1", "true", "yes")
     if current is not None:
         return type(current)(value)
-    declared = str({f.name: f.type for f in fields(owner)}.get(key, ""))
-    return int(value) if declared.startswith("int") else float(value) if declared.startswith("float") else value
+    declared = typing.get_type_hints(type(owner)).get(key)  # resolved: HfArgumentParser rewrites field.type
+    kinds = set(typing.get_args(declared)) if typing.get_args(declared) else {declared}
+    return int(value) if int in kinds else float(value) if float in kinds else value
 
 
 def main(model_args, data_args, task_args, training_args, bench: BenchArguments) -> list[dict]:
