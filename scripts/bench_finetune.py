@@ -4,6 +4,9 @@
         --data_dir data/ml-1m --codebook outputs/ids/varlen --max_steps 20 \
         --compare "scratch_tokenizer=text id_softmax=false" "scratch_tokenizer=ids" --json outputs/bench_finetune.json
 
+``--profile_steps N`` also profiles the last N steps (torch.profiler; left out of the timing) and prints the ops with
+the most self time, so where a step's time goes is measured, not guessed.
+
 Takes every flag of recipes/finetune.py. ``--compare A B`` runs once per variant (``FIELD=none`` sets an optional field to None), side by side in one table;
 a variant is one argument ``"FIELD=VALUE [FIELD=VALUE ...]"`` (e.g. ``"scratch_tokenizer=text id_softmax=false" "scratch_tokenizer=ids"``:
 a text vocabulary with the whole-vocabulary loss, as before, vs an ID-only vocabulary with the ID-token loss). Counts what the model actually processed: tokens (padding
@@ -41,20 +44,55 @@ class BenchArguments:
     warmup_steps_excluded: int = field(default=2, metadata={"help": "Steps not timed (allocation, first-call overhead)."})
     compare: list[str] | None = field(default=None, metadata={"help": "Variants, each one argument \"FIELD=VALUE [FIELD=VALUE ...]\": "
                                                                        "one run per variant, side by side."})
+    profile_steps: int = field(default=0, metadata={"help": "Profile the last this many steps (not timed) and report "
+                                                            "the ops with the most self time (0: off)."})
+    profile_top: int = field(default=12, metadata={"help": "Ops listed per profiled variant."})
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step after the first ``skip``."""
+    """Wall time of each optimizer step after the first ``skip``, but for the last ``profiled`` ones."""
 
-    def __init__(self, skip: int):
-        self.skip, self.step_times, self._start = skip, [], None
+    def __init__(self, skip: int, profiled: int = 0):
+        self.skip, self.profiled, self.step_times, self._start = skip, profiled, [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step > self.skip:
+        if self.skip < state.global_step <= state.max_steps - self.profiled:
             self.step_times.append(time.perf_counter() - self._start)
+
+
+class StepProfiler(TrainerCallback):
+    """torch.profiler over the last ``steps`` optimizer steps: self time per op."""
+
+    def __init__(self, steps: int):
+        self.steps, self.profile = steps, None
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._activities = activities
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == state.max_steps - self.steps:  # global_step counts finished steps
+            self.profile = torch.profiler.profile(activities=self._activities)
+            self.profile.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.profile is not None and state.global_step == state.max_steps:
+            self.profile.__exit__(None, None, None)
+
+    def top_ops(self, top: int) -> list[dict]:
+        """The ``top`` ops by self time (CPU, or the device's where there is one), with their share of the total."""
+        if self.profile is None:
+            return []
+        cuda = torch.cuda.is_available()
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        events = [e for e in self.profile.key_averages() if getattr(e, key, 0) > 0]
+        total = sum(getattr(e, key) for e in events) or 1.0
+        events.sort(key=lambda e: -getattr(e, key))
+        return [{"op": e.key, "calls": e.count, "self_ms": round(getattr(e, key) / 1e3, 1),
+                 "share": round(getattr(e, key) / total, 3)} for e in events[:top]]
 
 
 class CountingCollator(PackedCollator):
@@ -73,7 +111,11 @@ class CountingCollator(PackedCollator):
 
 
 def run_one(model_args, data_args, task_args, training_args, bench: BenchArguments) -> dict:
-    timer = StepTimer(bench.warmup_steps_excluded)
+    if bench.profile_steps and bench.profile_steps >= training_args.max_steps - bench.warmup_steps_excluded:
+        raise SystemExit(f"--profile_steps {bench.profile_steps} leaves no timed steps of --max_steps "
+                         f"{training_args.max_steps} after {bench.warmup_steps_excluded} untimed ones")
+    timer = StepTimer(bench.warmup_steps_excluded, bench.profile_steps)
+    profiler = StepProfiler(bench.profile_steps) if bench.profile_steps > 0 else None
     codebook = load_codebook(data_args.codebook)
     vocab = build_vocab(model_args, codebook, task_args.text_tasks)  # the token ids the run will use
     collator = CountingCollator(vocab.tokenizer.pad_token_id, vocab.end_id)
@@ -81,12 +123,16 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.time()
-    run_finetune(model_args, data_args, task_args, training_args, callbacks=[timer], data_collator=collator)
+    run_finetune(model_args, data_args, task_args, training_args, callbacks=[timer] + ([profiler] if profiler else []),
+                 data_collator=collator)
     wall = time.time() - start
     skip, steps, timed = bench.warmup_steps_excluded, len(timer.step_times), sum(timer.step_times)
     accumulation = training_args.gradient_accumulation_steps
-    window = slice(skip * accumulation, (skip + steps) * accumulation)
+    window = slice(skip * accumulation, (skip + steps) * accumulation)  # the timed steps' batches
     padded, real, targets = (sum(c[window]) for c in (collator.padded, collator.real, collator.targets))
+    if profiler is not None:
+        ops = profiler.top_ops(bench.profile_top)
+        print(markdown_table(["op", "calls", "self_ms", "share"], [list(o.values()) for o in ops]), flush=True)
     return {
         "model": model_args.model_name_or_path, "peft": model_args.use_peft and not model_args.from_scratch,
         "from_scratch": model_args.from_scratch, "vocabulary": len(vocab.tokenizer),
@@ -100,6 +146,7 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
         "wall_seconds_including_load": round(wall, 1), "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+        **({"profile_top_ops": ops} if profiler is not None else {}),
     }
 
 
@@ -132,7 +179,8 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
         args[3].output_dir = tempfile.mkdtemp(prefix="bench_finetune_")
         rows.append({"variant": label, **run_one(*args, bench)})
         print(rows[-1], flush=True)
-    print(markdown_table(list(rows[0]), [list(row.values()) for row in rows]))
+    columns = [k for k in rows[0] if k != "profile_top_ops"]
+    print(markdown_table(columns, [[row.get(k) for k in columns] for row in rows]))
     peak_note = ("peak_rss_gib is the process's peak so far: list the smallest variant first, so that each later "
                  "row's peak is its own when it needs more")
     if bench.json:

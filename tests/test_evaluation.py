@@ -119,3 +119,26 @@ def test_recall_vs_time_adds_a_new_run_to_an_already_merged_plot(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"model": {"recall@10": 0.2}}))
     with pytest.raises(ValueError, match="metrics.json: not a curve"):
         script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "metrics.json")]))
+
+
+def test_bench_finetune_profiles_the_last_steps_and_times_the_others(tmp_path, tiny_prepared):
+    from transformers import TrainingArguments
+
+    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments
+    from sid4llm.lm.tasks import TaskArguments
+
+    script = _script("bench_finetune")
+    args = (ModelArguments(from_scratch=True, scratch_hidden_size=32, scratch_layers=1),
+            SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"]),
+            TaskArguments(tasks=["sequential"], history_token_budget=40),
+            TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
+                              report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no"))
+    rows = script.main(*args, script.BenchArguments(json=str(tmp_path / "bench.json"), warmup_steps_excluded=1,
+                                                    profile_steps=2, profile_top=5))
+    assert rows[0]["timed_steps"] == 3  # 6 steps: 1 untimed, 3 timed, the last 2 profiled
+    ops = rows[0]["profile_top_ops"]
+    assert 0 < len(ops) <= 5 and all(o["calls"] > 0 and 0 < o["share"] <= 1 for o in ops)
+    assert [o["self_ms"] for o in ops] == sorted((o["self_ms"] for o in ops), reverse=True)
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["profile_top_ops"] == ops
+    with pytest.raises(SystemExit, match="leaves no timed steps"):
+        script.main(*args, script.BenchArguments(warmup_steps_excluded=1, profile_steps=5))
