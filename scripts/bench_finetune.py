@@ -119,7 +119,7 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
     codebook = load_codebook(data_args.codebook)
     vocab = build_vocab(model_args, codebook, task_args.text_tasks)  # the token ids the run will use
     collator = CountingCollator(vocab.tokenizer.pad_token_id, vocab.end_id)
-    data_args.eval_examples = 0
+    data_args.eval_examples = data_args.valid_users = 0  # time training steps, not evaluations or model selection
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.time()
