@@ -361,6 +361,16 @@ def test_a_config_saved_before_item_memory_tokens_loads_without_them(saved_copy)
     assert rec.config.model_args.item_memory_dropout == 0.0
 
 
+def test_a_config_saved_before_trie_softmax_decodes_as_it_was_trained(saved_copy):
+    """Format 2 had no trie_softmax: such a model was trained over all ID tokens, and decodes that way."""
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    del config["model_args"]["trie_softmax"]
+    config_file.write_text(json.dumps({**config, "format_version": 2}))
+    rec = SidRecommender.from_pretrained(saved_copy)
+    assert rec.config.model_args.trie_softmax is False and rec.decoder.trie_softmax is False
+
+
 def test_a_current_config_missing_a_setting_is_named(saved_copy):
     config_file = saved_copy / "sid4llm_config.json"
     config = json.loads(config_file.read_text())

@@ -28,7 +28,7 @@ def random_codebook(n_items: int, vocab_size: int, max_length: int, seed: int) -
                                          titles=[f"movie {i}" for i in range(n_items)])
 
 
-def recommender_for(tiny_lm_dir, codebook, seed=0) -> SidRecommender:
+def recommender_for(tiny_lm_dir, codebook, seed=0, trie_softmax: bool = False) -> SidRecommender:
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     vocab = IdVocabulary.extend(tokenizer, codebook)
     torch.manual_seed(seed)
@@ -36,7 +36,8 @@ def recommender_for(tiny_lm_dir, codebook, seed=0) -> SidRecommender:
     init_id_embeddings(model, vocab, "random", seed=seed)  # random rows: an untrained model, varied scores
     model.eval()
     task_args = TaskArguments(history_token_budget=40, max_history_items=10, system_prompt="", prompt_format="chat")
-    config = SidRecommenderConfig(base_model=tiny_lm_dir, model_args=ModelArguments(), task_args=task_args)
+    config = SidRecommenderConfig(base_model=tiny_lm_dir, model_args=ModelArguments(trie_softmax=trie_softmax),
+                                  task_args=task_args)
     return SidRecommender(model, vocab, recommendation_generation_config(vocab, 4), config)
 
 
@@ -103,6 +104,22 @@ def test_wide_beams_give_the_exact_top_k_of_the_unseen_items(tiny_lm_dir):
     fast = rec.recommend([history], k=5, num_beams=len(codebook) + 10)[0]
     assert [r["index"] for r in fast] == [i for i, _ in exact]
     np.testing.assert_allclose([r["score"] for r in fast], [s for _, s in exact], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("trie_softmax", [False, True])
+def test_a_trie_softmax_model_scores_a_distribution_over_the_items(tiny_lm_dir, trie_softmax):
+    """Normalised over each node's continuations, the items' scores are log-probabilities that sum to one over the
+    catalogue; normalised over all ID tokens, the mass on strings that are no ID is lost."""
+    codebook = random_codebook(n_items=20, vocab_size=4, max_length=3, seed=7)
+    rec = recommender_for(tiny_lm_dir, codebook, seed=3, trie_softmax=trie_softmax)
+    ranked = rec.recommend([[2, 5]], k=20, num_beams=40, exclude_seen=False)[0]
+    total = float(np.exp([r["score"] for r in ranked]).sum())
+    if trie_softmax:
+        assert total == pytest.approx(1.0, abs=1e-4)
+    else:
+        assert total < 0.99
+    generated = rec.generate_ids([[2, 5]], num_beams=20)[0]  # generate's beams find the fast path's best items
+    assert generated[0] == ranked[0]["index"] and set(generated[:4]) == {r["index"] for r in ranked[:4]}
 
 
 def test_seen_items_are_left_out_unless_asked_for(tiny_lm_dir):

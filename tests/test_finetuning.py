@@ -298,6 +298,59 @@ def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_voc
     torch.testing.assert_close(ours.detach(), total / keep.sum())
 
 
+def _walked_nodes(decoder, row: list[int]) -> list[int]:
+    """The trie node after each token of a row, walked one token at a time: the root after a non-ID token or an
+    end marker."""
+    nodes, node = [], 0
+    for token in row:
+        column = int(decoder.token_to_column(torch.tensor([token]))[0])
+        if column < 0 or column == decoder.num_columns - 1:
+            node = 0
+        else:
+            node = int(decoder.trie.step(torch.tensor([node]), torch.tensor([column]))[0])
+        nodes.append(node)
+    return nodes
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_trie_softmax_scores_each_id_token_over_the_continuations_of_its_prefix(tiny_lm_dir, vocab, tiny_prepared,
+                                                                                smoothing):
+    from transformers import AutoModelForCausalLM
+
+    from sid4llm.decoding.columns import IdDecoder
+    from sid4llm.lm.finetuning import IdLossTrainer
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    packed = pack_segments(build_segments(data, vocab, TaskArguments(max_examples_per_task=12), "train"), max_seq_length=96)
+    batch = PackedCollator(vocab.tokenizer.pad_token_id)([packed[i] for i in range(min(4, len(packed)))])
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    init_id_embeddings(model, vocab, "random")
+    decoder = IdDecoder.build(vocab, trie_softmax=True)
+    nodes = decoder.prefix_nodes(batch["input_ids"])
+    assert nodes.tolist() == [_walked_nodes(decoder, row) for row in batch["input_ids"].tolist()]
+    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True,
+                                                                label_smoothing_factor=smoothing), id_decoder=decoder)
+    ours = trainer.compute_loss(model, dict(batch))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    total, count, single_choice = 0.0, 0, 0
+    for row, labels, row_logits in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), logits):
+        walked = _walked_nodes(decoder, row)
+        for t in range(len(row) - 1):
+            if labels[t + 1] == IGNORE_INDEX:
+                continue
+            column = int(decoder.token_to_column(torch.tensor([labels[t + 1]]))[0])
+            allowed = decoder.trie.allowed_mask(torch.tensor([walked[t]]), decoder.num_columns)[0]
+            assert allowed[column]  # every written ID token continues its prefix
+            single_choice += int(allowed.sum() == 1)
+            logp = torch.log_softmax(row_logits[t, decoder.column_token_ids].masked_fill(~allowed, float("-inf")), -1)
+            uniform = -logp[allowed].mean()
+            total += (1 - smoothing) * -logp[column] + smoothing * uniform
+            count += 1
+    assert single_choice > 0  # e.g. the end marker after a whole ID: a target that costs nothing
+    torch.testing.assert_close(ours.detach(), total / count)
+
+
 def test_a_finished_finetune_run_is_reused_only_with_the_same_settings(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch):
     """What the quickstart and the reproduction rely on, as for IDs: the same settings load the saved recommender;
     another training setting (or other IDs) trains again instead of reusing a stale model."""
@@ -368,6 +421,42 @@ def test_validation_recall_keeps_the_best_state_of_the_run(tmp_path, tiny_lm_dir
     assert [p["step"] for p in validation["curve"]] == [2, 4, 6, 8] and validation["best"]["step"] == 4
     kept = dict(rec.model.named_parameters())
     assert all(torch.equal(kept[n], p) for n, p in states[4].items())
+
+
+def test_a_weight_average_is_what_validation_scores_and_what_is_saved(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch):
+    """``weight_average_decay`` d: validation scores the bias-corrected moving average of the weights after each
+    step (step n's weight ∝ (1 − d)·d^age), and the kept state is such an average, not one step's weights."""
+    from transformers import TrainerCallback
+
+    from sid4llm.lm.model_selection import ValidationRecall
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.steps = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.steps.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+    def average(states: list[dict], decay: float) -> dict:
+        weights = [(1 - decay) * decay ** (len(states) - 1 - i) for i in range(len(states))]
+        return {n: sum(w * s[n] for w, s in zip(weights, states)) / sum(weights) for n in states[0]}
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=8)
+    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
+    data_args.weight_average_decay = 0.5
+    scores, scored = iter([0.1, 0.5, 0.2, 0.3]), []  # the best at step 4
+    monkeypatch.setattr(ValidationRecall, "recall", lambda self, model: scored.append(
+        {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}) or next(scores))
+    recorder = Recorder()
+    rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[recorder])
+    assert len(recorder.steps) == 8 and rec.results["validation"]["best"]["step"] == 4
+    expected = average(recorder.steps[:4], 0.5)
+    assert any(not torch.equal(expected[n], recorder.steps[3][n]) for n in expected)  # not step 4's own weights
+    for n, value in expected.items():
+        torch.testing.assert_close(scored[1][n], value)
+    kept = dict(rec.model.named_parameters())
+    for n, value in expected.items():
+        torch.testing.assert_close(kept[n].detach(), value)
 
 
 @pytest.mark.parametrize("patience, last_step", [(2, 6), (0, 12)])

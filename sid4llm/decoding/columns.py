@@ -14,24 +14,30 @@ from .trie import IdTrie
 @dataclass
 class IdDecoder:
     """A trie over an :class:`IdVocabulary`, with tokens as *columns* of the ID-token head:
-    column ``j < C-1`` is ``vocab.id_token_ids[j]``, column ``C-1`` the end marker."""
+    column ``j < C-1`` is ``vocab.id_token_ids[j]``, column ``C-1`` the end marker.
+
+    ``trie_softmax``: each ID token's probability is normalised over the trie's continuations of the ID written
+    so far (in training and in decoding), so an item's summed log-probability is a log-probability over the
+    catalogue's items; else over all ID tokens, with the trie only masking what decoding may choose."""
 
     vocab: IdVocabulary
     trie: IdTrie
     column_token_ids: torch.Tensor  # [C] tokenizer ids of the columns
     column_of_token: torch.Tensor  # tokenizer id -> column (-1 for non-ID tokens), up to the largest ID token
+    trie_softmax: bool = False
 
     @classmethod
-    def build(cls, vocab: IdVocabulary, device: str | torch.device = "cpu") -> IdDecoder:
+    def build(cls, vocab: IdVocabulary, device: str | torch.device = "cpu", trie_softmax: bool = False) -> IdDecoder:
         end_column = len(vocab.id_token_ids)
         trie = IdTrie.from_sequences(vocab.codebook.sequences, end_token=end_column, device=device)
         columns = torch.tensor([*vocab.id_token_ids, vocab.end_id], dtype=torch.long, device=device)
         lookup = torch.full((int(columns.max()) + 1,), -1, dtype=torch.long, device=device)
         lookup[columns] = torch.arange(len(columns), device=device)
-        return cls(vocab, trie, columns, lookup)
+        return cls(vocab, trie, columns, lookup, trie_softmax)
 
     def to(self, device) -> IdDecoder:
-        return IdDecoder(self.vocab, self.trie.to(device), self.column_token_ids.to(device), self.column_of_token.to(device))
+        return IdDecoder(self.vocab, self.trie.to(device), self.column_token_ids.to(device), self.column_of_token.to(device),
+                         self.trie_softmax)
 
     @property
     def num_columns(self) -> int:
@@ -42,6 +48,32 @@ class IdDecoder:
         lookup = self.column_of_token
         inside = (tokens >= 0) & (tokens < len(lookup))
         return torch.where(inside, lookup[tokens.clamp(0, len(lookup) - 1)], torch.full_like(tokens, -1))
+
+    def prefix_nodes(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] token rows → the trie node each position leaves the ID being read at: the root after a token that
+        is not part of an ID (a user-start token, words, a begin marker, an item memory token) or after an end
+        marker, else the node reached by the item's tokens read so far (-1 where they leave the trie). The next
+        token, when it is an ID token, is one of that node's continuations."""
+        columns = self.token_to_column(input_ids)
+        restart = (columns < 0) | (columns == self.num_columns - 1)
+        nodes = torch.zeros_like(input_ids)
+        for _ in range(self.trie.max_depth):  # after d rounds every position at depth <= d of its item is exact
+            before = torch.nn.functional.pad(nodes[:, :-1], (1, 0))  # the root before a row's first token
+            nodes = torch.where(restart, torch.zeros_like(nodes), self.trie.step(before, columns))
+        return nodes
+
+    def continuations(self, nodes: torch.Tensor) -> torch.Tensor:
+        """[N] nodes → [N, C] bool: the columns that continue a valid ID from each node; every column for a node
+        outside the trie (-1) and for a leaf (a finished ID), so a softmax over them is always defined."""
+        mask = self.trie.allowed_mask(nodes, self.num_columns)
+        return mask | (nodes < 0)[:, None] | ~mask.any(1, keepdim=True)
+
+    def log_probs(self, logits: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """[N, C] ID-token logits at [N] trie nodes → log-probabilities of the next ID token, normalised as the
+        model was trained (:attr:`trie_softmax`); tokens that leave the trie are not masked here."""
+        if self.trie_softmax:
+            logits = logits.masked_fill(~self.continuations(nodes), float("-inf"))
+        return torch.log_softmax(logits, dim=-1)
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,4 +65,7 @@ class TrieLogitsProcessor(LogitsProcessor):
             free[self.id_token_ids.to(device)] = False
             free[self.begin_id] = True
             mask[outside] = free
-        return scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask, float("-inf"))
+        if dec.trie_softmax and len(rows_in):  # renormalised over the continuations, as the model was trained
+            scores[rows_in] = torch.log_softmax(scores[rows_in], dim=-1)
+        return scores

@@ -1,6 +1,7 @@
 """The fast path for top-K items: one prompt pass, then a beam search over the trie that reuses the prompt's KV
 cache (tree attention: one new token per beam per step, all beams of a user in one sequence) and scores only
-the ID tokens' rows of the LM head (normalised over them), in batches of users with left padding. Summed
+the ID tokens' rows of the LM head (normalised over them, or over each node's continuations for a model trained
+with ``trie_softmax``), in batches of users with left padding. Summed
 log-probabilities rank candidates (no length normalisation); the search stops as soon as no open beam can beat
 the K-th finished item. Items a user must not get (the history, as evaluations in the field leave it out) are
 never finished: their end marker is masked."""
@@ -48,8 +49,8 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
         return mask
 
     # First expansion: from the root, each user keeps its best `num_beams` first tokens.
-    logp = torch.log_softmax(out.last_hidden_state[:, -1] @ head.T, dim=-1)
     root = torch.zeros(B, dtype=torch.long, device=device)
+    logp = dec.log_probs(out.last_hidden_state[:, -1] @ head.T, root)
     logp = logp.masked_fill(~allowed(root, torch.arange(B, device=device)), float("-inf"))
     beams = num_beams
     first = min(beams, C)
@@ -94,7 +95,7 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
                        **{cache_arg: cache})
         cache = output_cache(out)
         fed += beams
-        logp = torch.log_softmax(out.last_hidden_state.reshape(B * beams, -1) @ head.T, dim=-1)
+        logp = dec.log_probs(out.last_hidden_state.reshape(B * beams, -1) @ head.T, nodes)
         logp = logp.masked_fill(~allowed(nodes, user_of), float("-inf"))
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)

@@ -24,7 +24,7 @@ from ..decoding.columns import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
 from ..vocabulary import IdVocabulary
 from .embedding_init import init_id_embeddings
-from .model_selection import ValidationRecall, plan_training_steps, sampled_users
+from .model_selection import ValidationRecall, WeightAverage, plan_training_steps, sampled_users
 from .models import (
     ModelArguments,
     full_layer_adapter_targets,
@@ -63,6 +63,9 @@ class SidDataArguments:
         "help": "Steps between validation-recall evaluations (default: a tenth of the run)."})
     valid_patience: int | None = field(default=None, metadata={
         "help": "Stop after this many validation evaluations without a gain (0 or None: train to the end)."})
+    weight_average_decay: float = field(default=0.0, metadata={
+        "help": "Keep an exponential moving average of the weights with this decay per step (e.g. 0.99: about the "
+                "last 100 steps); validation scores it and the saved model is it. 0: off, the last weights."})
 
 
 def load_codebook(path: str | Path) -> SemanticIdCodebook:
@@ -186,8 +189,11 @@ class IdLossTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(model)
         id_logits = hidden[is_id] @ id_head_rows(unwrapped, decoder.column_token_ids).T
         smoothing = self.args.label_smoothing_factor
-        total = torch.nn.functional.cross_entropy(id_logits.float(), columns[is_id], reduction="sum",
-                                                  label_smoothing=smoothing)
+        allowed = None
+        if decoder.trie_softmax:  # each ID token over the continuations of the ID written so far
+            nodes = decoder.prefix_nodes(inputs["input_ids"])[:, :-1][scored][is_id]
+            allowed = decoder.continuations(nodes)
+        total = id_cross_entropy(id_logits.float(), columns[is_id], allowed, smoothing)
         if not bool(is_id.all()):
             text_logits = unwrapped.get_output_embeddings()(hidden[~is_id])
             total = total + torch.nn.functional.cross_entropy(text_logits.float(), targets[~is_id], reduction="sum",
@@ -201,6 +207,21 @@ class IdLossTrainer(Trainer):
             loss = total / scored.sum().clamp(min=1)
             self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
+
+
+def id_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None,
+                     smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of ID-token targets; with ``allowed`` ([N, C] bool, each target's own column allowed),
+    each softmax (and the label smoothing) runs over the allowed columns only."""
+    if allowed is None:
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum", label_smoothing=smoothing)
+    allowed = allowed.scatter(1, targets[:, None], True)
+    log_probs = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    loss = -log_probs.gather(1, targets[:, None]).squeeze(1)
+    if smoothing:
+        uniform = -log_probs.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)
+        loss = (1 - smoothing) * loss + smoothing * uniform
+    return loss.sum()
 
 
 def resolve_resume(training_args: TrainingArguments) -> str | None:
@@ -253,13 +274,15 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         data_dir=str(data_args.data_dir), dataset=data.stats.get("source"),
         dataset_stats={k: data.stats.get(k) for k in ("n_users", "n_items", "n_interactions", "density")},
         trained_items=len(codebook))
-    selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed)
+    averaged = WeightAverage(data_args.weight_average_decay) if data_args.weight_average_decay else None
+    selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed, averaged)
     trainer = IdLossTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id, vocab.memory_token_ids, vocab.end_id,
                                                       model_args.item_memory_dropout, training_args.seed),
         processing_class=vocab.tokenizer,
-        callbacks=[*(callbacks or []), *([selection] if selection else [])], id_decoder=IdDecoder.build(vocab),
+        callbacks=[*(callbacks or []), *(c for c in (averaged, selection) if c)],  # the average first: selection scores it
+        id_decoder=IdDecoder.build(vocab, trie_softmax=model_args.trie_softmax),
         id_softmax=model_args.id_softmax,
     )
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
@@ -296,7 +319,7 @@ TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_si
 
 
 # The SidDataArguments that change what a run learns or which of its states is kept.
-DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience")
+DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience", "weight_average_decay")
 
 
 def training_settings(training_args: TrainingArguments, data_args: SidDataArguments) -> dict:
@@ -305,7 +328,8 @@ def training_settings(training_args: TrainingArguments, data_args: SidDataArgume
 
 
 def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecommenderConfig,
-                      data_args: SidDataArguments, steps: int, seed: int) -> ValidationRecall | None:
+                      data_args: SidDataArguments, steps: int, seed: int,
+                      averaged: WeightAverage | None = None) -> ValidationRecall | None:
     """The model-selection callback of ``data_args`` (None when ``valid_users`` is 0): it decodes with the model
     being trained, which for a layer cut is the cut model itself (no first-layers view)."""
     if data_args.valid_users <= 0:
@@ -316,7 +340,8 @@ def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecomm
     as_trained = replace(config, model_args=replace(config.model_args, pretrained_layers=None))
     generation = recommendation_generation_config(vocab)
     return ValidationRecall(lambda model: SidRecommender(model, vocab, generation, as_trained), histories, targets,
-                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience)
+                            every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience,
+                            averaged=averaged)
 
 
 def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,

@@ -6,6 +6,8 @@
 - :class:`ValidationRecall`: recall@K on a seeded sample of the *valid* split's users at set intervals, the best
   state kept in memory and restored at the end (so training past the best point costs time, never quality),
   and an optional stop after ``patience`` evaluations without a gain.
+- :class:`WeightAverage`: an exponential moving average of the weights, which validation scores and the saved
+  model becomes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -52,16 +56,69 @@ def sampled_users(n_users: int, count: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(n_users, size=count, replace=False).tolist())
 
 
+def _trainable(model) -> Iterator[tuple[str, torch.nn.Parameter]]:
+    return ((name, param) for name, param in model.named_parameters() if param.requires_grad)
+
+
+class WeightAverage(TrainerCallback):
+    """An exponential moving average of the trainable weights, updated after every optimizer step with ``decay``
+    and bias-corrected (after n steps each step's weight is ``(1 − decay)·decay^age / (1 − decay^n)``, so the
+    average never leans on the initial weights). The average of the
+    last ~1/(1 − decay) steps sits nearer the middle of the region the optimizer circles than any one step does,
+    which is what a noisy high learning rate on a small dataset needs. :class:`ValidationRecall` scores the
+    average, and the model ends training holding it. The average is not in checkpoints: a resumed run starts it
+    again from the weights it resumes with."""
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight average's decay must be in (0, 1), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.average: dict[str, torch.Tensor] | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.average = {name: param.detach().clone() for name, param in _trainable(model)}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.updates += 1
+        weight = (1.0 - self.decay) / (1.0 - self.decay ** self.updates)
+        with torch.no_grad():
+            for name, param in _trainable(model):
+                self.average[name].lerp_(param.detach(), weight)
+
+    @contextmanager
+    def applied(self, model) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own after."""
+        own = {name: param.detach().clone() for name, param in _trainable(model)}
+        self._copy_into(model, self.average)
+        try:
+            yield
+        finally:
+            self._copy_into(model, own)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._copy_into(model, self.average)
+
+    @staticmethod
+    def _copy_into(model, weights: dict[str, torch.Tensor] | None) -> None:
+        if weights is None:
+            return
+        with torch.no_grad():
+            for name, param in _trainable(model):
+                param.copy_(weights[name])
+
+
 class ValidationRecall(TrainerCallback):
     """recall@``k`` on ``users`` of the valid split (history → its next item, seen items left out), every
     ``every`` steps and at the end; the best state is restored when training ends. ``recommender_for(model)``
     gives the :class:`SidRecommender` that decodes with the model being trained. ``patience`` 0 or None: no
-    early stop."""
+    early stop. With ``averaged`` (a :class:`WeightAverage` placed before this callback), the averaged weights are
+    the ones scored and kept."""
 
     def __init__(self, recommender_for, histories: list[list[int]], targets: list[int], every: int, k: int = 10,
-                 num_beams: int | None = None, patience: int | None = None):
+                 num_beams: int | None = None, patience: int | None = None, averaged: WeightAverage | None = None):
         self.recommender_for, self.histories, self.targets = recommender_for, histories, targets
         self.every, self.k, self.num_beams, self.patience = max(1, every), k, num_beams, patience or None
+        self.averaged = averaged
         self.history: list[dict] = []
         self.best: dict | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -88,13 +145,14 @@ class ValidationRecall(TrainerCallback):
         logger.warning("step %d: valid recall@%d %.4f (%d users)", state.global_step, self.k, recall, len(self.targets))
         if self.best is None or recall > self.best[f"valid_recall@{self.k}"]:
             self.best, self._since_best = point, 0
-            self._best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            self._best_state = {n: p.detach().clone() for n, p in _trainable(model)}
         else:
             self._since_best += 1
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self._evaluate(state, model)
+            with self.averaged.applied(model) if self.averaged else nullcontext():
+                self._evaluate(state, model)
             if self.patience is not None and self._since_best >= self.patience:
                 logger.warning("no valid recall gain in %d evaluations: stopping at step %d", self.patience,
                                state.global_step)
@@ -102,6 +160,7 @@ class ValidationRecall(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        # (a WeightAverage placed before this callback has just put the average into the model)
         if not self.history or self.history[-1]["step"] != state.global_step:
             self._evaluate(state, model)
         if self._best_state is not None and self.best["step"] != state.global_step:

@@ -113,7 +113,7 @@ class SidRecommender:
 
         # The codebook grows in place (add_items), so remember how many items the trie was built for.
         if getattr(self, "_decoder", None) is None or self._decoder_items != len(self.codebook):
-            self._decoder = IdDecoder.build(self.vocab, self.device)
+            self._decoder = IdDecoder.build(self.vocab, self.device, self.config.model_args.trie_softmax)
             self._decoder_items = len(self.codebook)
         return self._decoder
 
