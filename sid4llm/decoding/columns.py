@@ -68,11 +68,12 @@ class IdDecoder:
         mask = self.trie.allowed_mask(nodes, self.num_columns)
         return mask | (nodes < 0)[:, None] | ~mask.any(1, keepdim=True)
 
-    def log_probs(self, logits: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """[N, C] ID-token logits at [N] trie nodes → log-probabilities of the next ID token, normalised as the
-        model was trained (:attr:`trie_softmax`); tokens that leave the trie are not masked here."""
+    def log_probs(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """[N, C] ID-token logits and the trie's continuations at each row ([N, C] bool) → log-probabilities of the
+        next ID token, normalised as the model was trained (:attr:`trie_softmax`: over the continuations; a row
+        without any, a finished ID, over every column). Tokens that leave the trie are not masked here."""
         if self.trie_softmax:
-            logits = logits.masked_fill(~self.continuations(nodes), float("-inf"))
+            logits = logits.masked_fill(~(allowed | ~allowed.any(1, keepdim=True)), float("-inf"))
         return torch.log_softmax(logits, dim=-1)
 
 

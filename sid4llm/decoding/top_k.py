@@ -39,19 +39,20 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     end_column = torch.full((1,), C - 1, dtype=torch.long, device=device)
     any_banned = bool(banned.any())
 
-    def allowed(nodes: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Trie continuations of each node, without the end marker that would finish a left-out item."""
+    def next_log_probs(hidden: torch.Tensor, nodes: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of each row's next column, normalised as the model was trained; -inf off the trie and
+        on the end marker that would finish a left-out item (a user's items are renormalised by a constant, so
+        leaving some out changes no other item's rank)."""
         mask = trie.allowed_mask(nodes, C)
-        if not any_banned:
-            return mask
-        finishing = trie.items_of(trie.step(nodes, end_column.expand_as(nodes)))
-        mask[:, C - 1] &= ~((finishing >= 0) & banned[users, finishing.clamp(min=0)])
-        return mask
+        logp = dec.log_probs(hidden @ head.T, mask)
+        if any_banned:
+            finishing = trie.items_of(trie.step(nodes, end_column.expand_as(nodes)))
+            mask[:, C - 1] &= ~((finishing >= 0) & banned[users, finishing.clamp(min=0)])
+        return logp.masked_fill(~mask, float("-inf"))
 
     # First expansion: from the root, each user keeps its best `num_beams` first tokens.
     root = torch.zeros(B, dtype=torch.long, device=device)
-    logp = dec.log_probs(out.last_hidden_state[:, -1] @ head.T, root)
-    logp = logp.masked_fill(~allowed(root, torch.arange(B, device=device)), float("-inf"))
+    logp = next_log_probs(out.last_hidden_state[:, -1], root, torch.arange(B, device=device))
     beams = num_beams
     first = min(beams, C)
     scores = torch.full((B, beams), float("-inf"), device=device)
@@ -95,8 +96,7 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
                        **{cache_arg: cache})
         cache = output_cache(out)
         fed += beams
-        logp = dec.log_probs(out.last_hidden_state.reshape(B * beams, -1) @ head.T, nodes)
-        logp = logp.masked_fill(~allowed(nodes, user_of), float("-inf"))
+        logp = next_log_probs(out.last_hidden_state.reshape(B * beams, -1), nodes, user_of)
         candidates = (scores[:, None] + logp).reshape(B, beams * C)
         scores, flat_idx = candidates.topk(beams, dim=1)
         parent = ((flat_idx // C) + torch.arange(B, device=device)[:, None] * beams).reshape(-1)
