@@ -74,6 +74,7 @@ class ReproduceArguments:
     collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
     item_memory_tokens: bool = field(default=False, metadata={"help": "Recommenders read a learned memory token per warm item (off, as in the shipped configs, the paper and the published runs; one setting for every ID method keeps the comparison fair)."})
     trie_softmax: bool = field(default=False, metadata={"help": "Recommenders normalise each ID token over the trie's continuations of its prefix, in training and decoding (off, as the paper and the published runs; the shipped from-scratch config turns it on; one setting for every ID method keeps the comparison fair)."})
+    weight_average_decay: float = field(default=0.0, metadata={"help": "Recommenders are saved as a moving average of their weights with this decay per step (0: off, as the published runs; the shipped from-scratch config uses 0.99)."})
     fixed_max_length: int | None = field(default=None, metadata={"help": "Codes per fixed-length ID (unset: its config's 4; the paper's Yambda IDs have 5 + a dedup token)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
@@ -151,7 +152,8 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
     rec = finetune.trained_or_train(
         config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, seed=seed,
         example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0,
-        model_name_or_path=args.model_name_or_path, item_memory_tokens=args.item_memory_tokens, trie_softmax=args.trie_softmax, **length, **overrides)
+        model_name_or_path=args.model_name_or_path, item_memory_tokens=args.item_memory_tokens, trie_softmax=args.trie_softmax,
+        weight_average_decay=args.weight_average_decay, **length, **overrides)
     train_seconds = time.time() - start
     ev = evaluate_recommender(rec, data, "test", KS, num_beams=args.num_beams, max_users=eval_users,
                               invalid_rate_users=32, return_rankings=True)
@@ -281,7 +283,8 @@ def main(args: ReproduceArguments) -> None:
             data_dir=args.data_dir, output_dir=str(out / "cold_start"), fraction=args.cold_start_fraction,
             seed=seeds[0], id_sets=[m for m in ("varlen", "fixed", "rqkmeans") if m in args.id_methods],
             id_steps=args.id_steps, id_vocab_size=args.id_vocab_size, length_cost=args.main_length_cost,
-            collaborative_weight=args.collaborative_weight, item_memory_tokens=args.item_memory_tokens, trie_softmax=args.trie_softmax,
+            collaborative_weight=args.collaborative_weight, item_memory_tokens=args.item_memory_tokens,
+            trie_softmax=args.trie_softmax, weight_average_decay=args.weight_average_decay,
             rec_config=args.rec_config,
             rec_epochs=args.rec_epochs, budget=args.budget, num_beams=args.num_beams))
     timings["cold_start"] = time.time() - t

@@ -75,7 +75,9 @@ class ModelArguments:
     trie_softmax: bool = field(default=False, metadata={
         "help": "Normalise each ID token over the trie's continuations of the ID written so far, in training and in "
                 "decoding: the model learns a distribution over the catalogue's items rather than over token strings, "
-                "and spends nothing on tokens no valid ID can take there. False: over all ID tokens."})
+                "and spends nothing on tokens no valid ID can take there. It is then never taught to avoid those tokens: "
+                "decode it with the trie, as every sid4llm path does (unconstrained, it writes invalid IDs). False: "
+                "over all ID tokens."})
     embedding_init: Literal["titles", "mean", "random"] = field(default="titles", metadata={
         "help": "New ID-token rows: titles (the mean of their items' title tokens), mean or random."})
     reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
