@@ -121,6 +121,18 @@ def test_recall_vs_time_adds_a_new_run_to_an_already_merged_plot(tmp_path):
         script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "metrics.json")]))
 
 
+def test_paired_compare_scores_two_recommenders_on_the_same_users(tmp_path, trained_dir, tiny_prepared, capsys):
+    """A recommender against itself: the same recall, a zero difference, and the interval says level."""
+    script = _script("paired_compare")
+    out = tmp_path / "paired.json"
+    result = script.main(script.PairedArguments(model_a=trained_dir, model_b=trained_dir,
+                                                data_dir=tiny_prepared["data_dir"], k=5, resamples=50, json=str(out)))
+    assert result["users"] == 30 and result["recall@5_a"] == result["recall@5_b"]
+    assert result["recall@5"]["difference"] == 0.0 and script.interval_verdict(result["recall@5"]) == "level"
+    assert json.loads(out.read_text())["model_a"] == trained_dir
+    assert "| recall@5 |" in capsys.readouterr().out
+
+
 def test_bench_finetune_profiles_the_last_steps_and_times_the_others(tmp_path, tiny_prepared):
     from transformers import TrainingArguments
 
