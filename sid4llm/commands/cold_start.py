@@ -46,7 +46,7 @@ class ColdStartArguments:
     collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
     item_memory_tokens: bool = field(default=False, metadata={"help": "Recommenders read a learned memory token per warm item (off, as in the shipped configs, the paper and the published runs; one setting for every ID method keeps the comparison fair)."})
     trie_softmax: bool = field(default=False, metadata={"help": "Recommenders normalise each ID token over the trie's continuations of its prefix, in training and decoding (off, as the paper and the published runs; the shipped from-scratch config turns it on; one setting for every ID method keeps the comparison fair)."})
-    weight_average_decay: float = field(default=0.0, metadata={"help": "Recommenders are saved as a moving average of their weights with this decay per step (0: off, as the published runs; the shipped from-scratch config uses 0.99)."})
+    weight_average_decay: float = field(default=0.0, metadata={"help": "Recommenders are saved as a moving average of their weights with this decay per step (0: off, as the published runs and the shipped from-scratch config)."})
     rec_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_epochs: float = field(default=1.0, metadata={"help": "Epochs of its warm ID streams for every recommender."})
     budget: int | None = field(default=None, metadata={"help": "History token budget (unset: the config's)."})

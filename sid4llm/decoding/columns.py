@@ -65,16 +65,20 @@ class IdDecoder:
     def continuations(self, nodes: torch.Tensor) -> torch.Tensor:
         """[N] nodes → [N, C] bool: the columns that continue a valid ID from each node; every column for a node
         outside the trie (-1) and for a leaf (a finished ID), so a softmax over them is always defined."""
-        mask = self.trie.allowed_mask(nodes, self.num_columns)
-        return mask | (nodes < 0)[:, None] | ~mask.any(1, keepdim=True)
+        return _every_column_where_none(self.trie.allowed_mask(nodes, self.num_columns) | (nodes < 0)[:, None])
 
     def log_probs(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """[N, C] ID-token logits and the trie's continuations at each row ([N, C] bool) → log-probabilities of the
         next ID token, normalised as the model was trained (:attr:`trie_softmax`: over the continuations; a row
         without any, a finished ID, over every column). Tokens that leave the trie are not masked here."""
         if self.trie_softmax:
-            logits = logits.masked_fill(~(allowed | ~allowed.any(1, keepdim=True)), float("-inf"))
+            logits = logits.masked_fill(~_every_column_where_none(allowed), float("-inf"))
         return torch.log_softmax(logits, dim=-1)
+
+
+def _every_column_where_none(allowed: torch.Tensor) -> torch.Tensor:
+    """[N, C] bool with every column allowed in rows that allow none (a finished ID), so each row's softmax is defined."""
+    return allowed | ~allowed.any(1, keepdim=True)
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
