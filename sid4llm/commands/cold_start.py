@@ -27,13 +27,14 @@ from ..data.cold_start import ColdItems, choose_cold_items, write_without_items
 from ..evaluation.cold_start import baseline_metrics, cold_start_users, split_metrics
 from ..reporting import machine_description, markdown_table, write_json
 from . import finetune, train_ids
+from .comparison import SharedMethodSettings
 from .train_ids import SHIPPED_ID_CONFIGS
 
 KS = (10, 20)
 
 
 @dataclass
-class ColdStartArguments:
+class ColdStartArguments(SharedMethodSettings):
     data_dir: str = field(metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
     output_dir: str = field(metadata={"help": "Where the warm dataset, the runs and the report go."})
     fraction: float = field(default=0.1, metadata={"help": "Share of the items held out as cold-start items."})
@@ -43,10 +44,6 @@ class ColdStartArguments:
     id_steps: int = field(default=2000, metadata={"help": "Training steps of every learned ID method."})
     length_cost: float | None = field(default=None, metadata={"help": "The varlen dVAE's length cost c (unset: its config's)."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
-    collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
-    item_memory_tokens: bool = field(default=False, metadata={"help": "Recommenders read a learned memory token per warm item (off, as in the shipped configs, the paper and the published runs; one setting for every ID method keeps the comparison fair)."})
-    trie_softmax: bool = field(default=False, metadata={"help": "Recommenders normalise each ID token over the trie's continuations of its prefix, in training and decoding (off, as the paper and the published runs; the shipped from-scratch config turns it on; one setting for every ID method keeps the comparison fair)."})
-    weight_average_decay: float = field(default=0.0, metadata={"help": "Recommenders are saved as a moving average of their weights with this decay per step (0: off, as the published runs and the shipped from-scratch config)."})
     rec_config: str = field(default="finetune/from_scratch.yaml", metadata={"help": "From-scratch recommender config."})
     rec_epochs: float = field(default=1.0, metadata={"help": "Epochs of its warm ID streams for every recommender."})
     budget: int | None = field(default=None, metadata={"help": "History token budget (unset: the config's)."})
@@ -88,9 +85,7 @@ def run_id_set(args: ColdStartArguments, name: str, data: PreparedData, warm: Pr
         args.rec_config, data_dir=str(warm.path), codebook=str(codebook_dir / "codebook"),
         output_dir=str(out / f"rec_{name}"), seed=args.seed, example_seed=args.seed, max_steps=-1,
         num_train_epochs=args.rec_epochs, min_steps=0, valid_users=0, save_steps=10**6, eval_examples=0,
-        reserve_disambiguation_tokens=args.reserve_disambiguation_tokens, item_memory_tokens=args.item_memory_tokens,
-        trie_softmax=args.trie_softmax, weight_average_decay=args.weight_average_decay,
-        **budget)
+        reserve_disambiguation_tokens=args.reserve_disambiguation_tokens, **args.recommender_settings(), **budget)
     # from the runs' own records, so that reused runs count the time they took
     id_seconds = (getattr(codebook, "metrics", None) or {}).get("train_seconds") or 0.0
     rec_seconds = rec.results.get("metrics", {}).get("train_runtime") or 0.0

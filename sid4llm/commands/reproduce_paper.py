@@ -42,6 +42,7 @@ from ..evaluation import evaluate_recommender, interval_verdict, paired_bootstra
 from ..lm.tasks import budget_history
 from ..reporting import machine_description, markdown_table, write_json
 from . import cold_start, finetune, train_ids
+from .comparison import SharedMethodSettings
 
 IDS_CONFIGS = train_ids.SHIPPED_ID_CONFIGS
 # The paper's Yambda numbers for claim 2 (its Table 2): recall@10, coverage@10 (distinct items), mean ID length.
@@ -52,7 +53,7 @@ PAPER_CLAIM1 = "Amazon Toys: mean length 4.64 per interaction vs 4.98 per item; 
 
 
 @dataclass
-class ReproduceArguments:
+class ReproduceArguments(SharedMethodSettings):
     data_dir: str = field(metadata={"help": "A prepared dataset (sid4llm prepare-data)."})
     output_dir: str = field(metadata={"help": "Where runs, results and plots go."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds; every ID method and main-budget recommender runs on each (--seeds 0 for a 2-core CPU run of about 1.5 h)."})
@@ -71,10 +72,6 @@ class ReproduceArguments:
     num_beams: int = field(default=20, metadata={"help": "Beam width of the constrained evaluation."})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap draws of the users for the paired varlen-vs-fixed intervals."})
     id_vocab_size: int | None = field(default=None, metadata={"help": "Override every ID config's codebook size V (small catalogues)."})
-    collaborative_weight: float = field(default=0.0, metadata={"help": "Share of every ID method's input from item co-occurrence (0: text only, as the paper and the published runs; the shipped varlen config alone uses 0.8). One value for all methods keeps the comparison fair."})
-    item_memory_tokens: bool = field(default=False, metadata={"help": "Recommenders read a learned memory token per warm item (off, as in the shipped configs, the paper and the published runs; one setting for every ID method keeps the comparison fair)."})
-    trie_softmax: bool = field(default=False, metadata={"help": "Recommenders normalise each ID token over the trie's continuations of its prefix, in training and decoding (off, as the paper and the published runs; the shipped from-scratch config turns it on; one setting for every ID method keeps the comparison fair)."})
-    weight_average_decay: float = field(default=0.0, metadata={"help": "Recommenders are saved as a moving average of their weights with this decay per step (0: off, as the published runs and the shipped from-scratch config)."})
     fixed_max_length: int | None = field(default=None, metadata={"help": "Codes per fixed-length ID (unset: its config's 4; the paper's Yambda IDs have 5 + a dedup token)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Override the LM (its tokenizer for the from-scratch runs)."})
     rec_sets: list[str] = field(default_factory=lambda: ["varlen", "fixed", "rqkmeans"], metadata={"help": "ID sets that get a recommender at the main budget (varlen = the main varlen setting; the other length costs always do)."})
@@ -152,8 +149,7 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
     rec = finetune.trained_or_train(
         config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, seed=seed,
         example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0,
-        model_name_or_path=args.model_name_or_path, item_memory_tokens=args.item_memory_tokens, trie_softmax=args.trie_softmax,
-        weight_average_decay=args.weight_average_decay, **length, **overrides)
+        model_name_or_path=args.model_name_or_path, **args.recommender_settings(), **length, **overrides)
     train_seconds = time.time() - start
     ev = evaluate_recommender(rec, data, "test", KS, num_beams=args.num_beams, max_users=eval_users,
                               invalid_rate_users=32, return_rankings=True)
@@ -283,9 +279,7 @@ def main(args: ReproduceArguments) -> None:
             data_dir=args.data_dir, output_dir=str(out / "cold_start"), fraction=args.cold_start_fraction,
             seed=seeds[0], id_sets=[m for m in ("varlen", "fixed", "rqkmeans") if m in args.id_methods],
             id_steps=args.id_steps, id_vocab_size=args.id_vocab_size, length_cost=args.main_length_cost,
-            collaborative_weight=args.collaborative_weight, item_memory_tokens=args.item_memory_tokens,
-            trie_softmax=args.trie_softmax, weight_average_decay=args.weight_average_decay,
-            rec_config=args.rec_config,
+            rec_config=args.rec_config, **args.shared_settings(),
             rec_epochs=args.rec_epochs, budget=args.budget, num_beams=args.num_beams))
     timings["cold_start"] = time.time() - t
     timings["total"] = time.time() - start
