@@ -371,6 +371,15 @@ def test_a_config_saved_before_trie_softmax_decodes_as_it_was_trained(saved_copy
     assert rec.config.model_args.trie_softmax is False and rec.decoder.trie_softmax is False
 
 
+def test_a_config_saved_before_item_dropout_loads_as_trained_without_it(saved_copy):
+    """Format 3 had no stream_item_dropout (a training augmentation): such a model loads, trained without it."""
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    del config["task_args"]["stream_item_dropout"]
+    config_file.write_text(json.dumps({**config, "format_version": 3}))
+    assert SidRecommender.from_pretrained(saved_copy).config.task_args.stream_item_dropout == 0.0
+
+
 def test_a_current_config_missing_a_setting_is_named(saved_copy):
     config_file = saved_copy / "sid4llm_config.json"
     config = json.loads(config_file.read_text())

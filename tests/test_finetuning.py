@@ -459,6 +459,106 @@ def test_a_weight_average_is_what_validation_scores_and_what_is_saved(tmp_path, 
         torch.testing.assert_close(kept[n].detach(), value)
 
 
+class _StepClock:
+    """A clock for the time-budget tests: every training step costs ``step_seconds`` (a callback ticks it)."""
+
+    def __init__(self, step_seconds: float = 1.0):
+        self.now, self.step_seconds = 0.0, step_seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Tick(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.now += clock.step_seconds
+
+        return Tick()
+
+
+def test_a_time_budget_shortens_the_run_to_fit_and_refits_the_schedule(tmp_path, tiny_lm_dir, tiny_prepared,
+                                                                        monkeypatch, caplog):
+    """60 planned steps of 1 s each under a half-minute budget: the run takes 30, says so, and its cosine
+    schedule ends at 30 (the learning rate decays to zero there instead of stopping halfway down)."""
+    clock = _StepClock(1.0)
+    monkeypatch.setattr("sid4llm.lm.model_selection.clock", clock)
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=60,
+                                                            lr_scheduler_type="cosine", logging_steps=5)
+    data_args.eval_examples, data_args.max_train_minutes = 0, 0.5
+    with caplog.at_level("WARNING", logger="sid4llm.lm.model_selection"):
+        rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
+    assert _trainer_state(training_args.output_dir)["global_step"] == 30
+    budget = rec.results["training_plan"]["time_budget"]
+    assert budget["planned_steps"] == 60 and budget["steps"] == 30 and budget["seconds_per_step"] == 1.0
+    assert not budget["stopped_by_clock"]
+    assert "so 30 steps instead of 60" in caplog.text
+    rates = {h["step"]: h["learning_rate"] for h in _trainer_state(training_args.output_dir)["log_history"]
+             if "learning_rate" in h}
+    assert rates[30] < 0.01 * training_args.learning_rate < rates[25]
+
+
+def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch):
+    """Validation time is training time: 100 planned 1-s steps with a 5-s validation every 10 steps fit 40
+    steps in a minute. A run whose steps then slow down stops on the clock, keeping its best validated state."""
+    from sid4llm.lm.model_selection import ValidationRecall
+
+    clock = _StepClock(1.0)
+    monkeypatch.setattr("sid4llm.lm.model_selection.clock", clock)
+
+    def five_second_validation(self, model):
+        clock.now += 5.0
+        return 0.1 * len(self.history)  # better every time: no early stop
+
+    monkeypatch.setattr(ValidationRecall, "recall", five_second_validation)
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=100)
+    data_args.eval_examples, data_args.valid_users, data_args.max_train_minutes = 0, 6, 1.0
+    rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
+    budget = rec.results["training_plan"]["time_budget"]
+    assert _trainer_state(training_args.output_dir)["global_step"] == budget["steps"] == 40
+    assert budget["seconds_per_validation"] == 5.0 and not budget["stopped_by_clock"]
+    assert [p["step"] for p in rec.results["validation"]["curve"]] == [10, 20, 30, 40]
+
+    class SlowDown(_StepClock):  # 1 s a step while the run is timed, then 10 s
+        def callback(self):
+            from transformers import TrainerCallback
+
+            clock = self
+
+            class Tick(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    clock.now += 1.0 if state.global_step <= 25 else 10.0
+
+            return Tick()
+
+    slow = SlowDown()
+    monkeypatch.setattr("sid4llm.lm.model_selection.clock", slow)
+    model_args, data_args, task_args, training_args = _args(tmp_path / "slow", tiny_lm_dir, tiny_prepared, max_steps=100)
+    data_args.eval_examples, data_args.max_train_minutes = 0, 1.0
+    rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[slow.callback()])
+    budget = rec.results["training_plan"]["time_budget"]
+    assert budget["stopped_by_clock"] and budget["steps"] == _trainer_state(training_args.output_dir)["global_step"]
+    assert budget["steps"] == 29  # 25 s, then 10 s a step: the minute is spent at step 29
+
+
+def test_refitting_a_schedule_moves_its_end_and_leaves_a_constant_one_alone():
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
+
+    from sid4llm.lm.model_selection import refit_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    linear = get_linear_schedule_with_warmup(optimizer, 0, 100)
+    assert refit_schedule(linear, 10)
+    for _ in range(5):
+        optimizer.step()
+        linear.step()
+    assert linear.get_last_lr()[0] == pytest.approx(0.5)  # halfway down a 10-step line, not a 100-step one
+    assert not refit_schedule(get_constant_schedule(optimizer), 10)
+
+
 @pytest.mark.parametrize("patience, last_step", [(2, 6), (0, 12)])
 def test_validation_patience_stops_a_run_that_stopped_improving(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch,
                                                                  patience, last_step):

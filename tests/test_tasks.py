@@ -143,3 +143,45 @@ def test_packing_never_lets_one_user_attend_to_another(tiny_lm_dir, vocab, tiny_
         for a, b in zip(starts[:-1], starts[1:]):
             alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
             torch.testing.assert_close(together[a:b], alone, rtol=1e-4, atol=1e-4)
+
+
+def _item_spans(vocab, ids: list[int], labels: list[int]) -> list[tuple[int, list[int]]]:
+    """(item, its labels) for each item of an ID stream (after the user-start token)."""
+    spans, at = [], 1
+    for item in _stream_items(vocab, ids):
+        width = vocab.id_token_count(item)
+        spans.append((item, labels[at:at + width]))
+        at += width
+    return spans
+
+
+def test_item_dropout_skips_whole_items_of_id_streams_afresh_every_batch(vocab, tiny_prepared):
+    """``stream_item_dropout`` p: each item of a whole-history stream leaves the batch with probability p — codes,
+    end marker and labels together, positions closed up — so the rest reads as a history with that item skipped;
+    text segments stay whole, and evaluation (``without_augmentation``) reads rows as they are."""
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    stream = build_segments(data, vocab, TaskArguments(tasks=["sequential"], history_token_budget=40), "train")[0]
+    text = {"input_ids": [5, 6, 7, 8], "labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8], "position_ids": [0, 1, 2, 3]}
+    row = {"input_ids": stream["input_ids"] + text["input_ids"], "labels": stream["labels"] + text["labels"],
+           "position_ids": list(range(len(stream["input_ids"]))) + text["position_ids"]}
+    original = _item_spans(vocab, stream["input_ids"], stream["labels"])
+    assert len(original) >= 4
+
+    collate = PackedCollator(vocab.tokenizer.pad_token_id, end_id=vocab.end_id, item_dropout=0.5, user_id=vocab.user_id)
+    kept_total, draws = 0, set()
+    for _ in range(40):
+        batch = collate([row])
+        ids, labels, positions = (batch[k][0].tolist() for k in ("input_ids", "labels", "position_ids"))
+        n = len(ids) - 4
+        assert ids[n:] == text["input_ids"] and labels[n:] == text["labels"] and positions[n:] == [0, 1, 2, 3]
+        assert ids[0] == vocab.user_id and positions[:n] == list(range(n))  # one segment, positions closed up
+        kept = _item_spans(vocab, ids[:n], labels[:n])
+        assert kept == [span for span in original if span in kept]  # whole items with their own labels, in order
+        kept_total += len(kept)
+        draws.add(tuple(item for item, _ in kept))
+    assert 0.3 < kept_total / (40 * len(original)) < 0.7 and len(draws) > 10  # about half, a new draw every batch
+
+    plain = collate.without_augmentation()([row])
+    assert plain["input_ids"][0].tolist() == row["input_ids"] and plain["labels"][0].tolist() == row["labels"]
+    with pytest.raises(ValueError, match="stream_item_dropout must be in"):
+        TaskArguments(stream_item_dropout=1.0)

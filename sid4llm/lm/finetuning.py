@@ -24,7 +24,7 @@ from ..decoding.columns import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
 from ..vocabulary import IdVocabulary
 from .embedding_init import init_id_embeddings
-from .model_selection import ValidationRecall, WeightAverage, plan_training_steps, sampled_users
+from .model_selection import TrainingTimeBudget, ValidationRecall, WeightAverage, plan_training_steps, sampled_users
 from .models import (
     ModelArguments,
     full_layer_adapter_targets,
@@ -66,6 +66,10 @@ class SidDataArguments:
     weight_average_decay: float = field(default=0.0, metadata={
         "help": "Keep an exponential moving average of the weights with this decay per step (e.g. 0.99: about the "
                 "last 100 steps); validation scores it and the saved model is it. 0: off, the last weights."})
+    max_train_minutes: float = field(default=0.0, metadata={
+        "help": "Fit training (validation included) into this many minutes on this machine: the run times its "
+                "first steps and takes fewer steps than planned when they would not fit, the learning-rate schedule "
+                "re-fitted to them; it stops at the limit whatever. 0: no limit, the planned steps."})
 
 
 def load_codebook(path: str | Path) -> SemanticIdCodebook:
@@ -160,6 +164,16 @@ class IdLossTrainer(Trainer):
     def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.id_decoder, self.id_softmax = id_decoder, id_softmax
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Evaluation reads the examples as they are: the collator's training augmentation (item and memory-token
+        dropout) is off."""
+        augmenting = self.data_collator
+        self.data_collator = augmenting.without_augmentation() if hasattr(augmenting, "without_augmentation") else augmenting
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = augmenting
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Checkpoints of a PEFT model hold the adapter: its trained ID rows live in the adapter (trainable tokens
@@ -276,12 +290,17 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         trained_items=len(codebook))
     averaged = WeightAverage(data_args.weight_average_decay) if data_args.weight_average_decay else None
     selection = validation_recall(data, vocab, config, data_args, plan["steps"], training_args.seed, averaged)
+    budget = (TrainingTimeBudget(data_args.max_train_minutes, plan, selection,
+                                 rescale_validation=data_args.valid_every is None)
+              if data_args.max_train_minutes > 0 else None)
     trainer = IdLossTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id, vocab.memory_token_ids, vocab.end_id,
-                                                      model_args.item_memory_dropout, training_args.seed),
+                                                      model_args.item_memory_dropout, training_args.seed,
+                                                      task_args.stream_item_dropout, vocab.user_id),
         processing_class=vocab.tokenizer,
-        callbacks=[*(callbacks or []), *(c for c in (averaged, selection) if c)],  # the average first: selection scores it
+        # the average first (selection scores it), the budget last (it times the validation that just ran)
+        callbacks=[*(callbacks or []), *(c for c in (averaged, selection, budget) if c)],
         id_decoder=IdDecoder.build(vocab, trie_softmax=model_args.trie_softmax),
         id_softmax=model_args.id_softmax,
     )
@@ -319,7 +338,8 @@ TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_si
 
 
 # The SidDataArguments that change what a run learns or which of its states is kept.
-DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience", "weight_average_decay")
+DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience", "weight_average_decay",
+                 "max_train_minutes")
 
 
 def training_settings(training_args: TrainingArguments, data_args: SidDataArguments) -> dict:

@@ -8,6 +8,9 @@
   and an optional stop after ``patience`` evaluations without a gain.
 - :class:`WeightAverage`: an exponential moving average of the weights, which validation scores and the saved
   model becomes.
+- :class:`TrainingTimeBudget`: a run counted in steps takes twice the minutes on a machine twice as slow; with a
+  budget in minutes the run measures its own step (and validation) time and shortens itself to fit, the
+  learning-rate schedule re-fitted to the new length, so a recipe sized for 2 cores keeps its minutes anywhere.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import numpy as np
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
 logger = logging.getLogger(__name__)
+
+clock = time.perf_counter  # what the validation and budget callbacks time with (a test runs them on its own clock)
 
 
 def plan_training_steps(training_args: TrainingArguments, train_rows: int, min_steps: int = 0,
@@ -137,9 +143,9 @@ class ValidationRecall(TrainerCallback):
         return hits / max(len(self.targets), 1)
 
     def _evaluate(self, state, model) -> None:
-        start = time.time()
+        start = clock()
         recall = self.recall(model)
-        self.seconds += time.time() - start
+        self.seconds += clock() - start
         point = {"step": state.global_step, f"valid_recall@{self.k}": round(recall, 4)}
         self.history.append(point)
         logger.warning("step %d: valid recall@%d %.4f (%d users)", state.global_step, self.k, recall, len(self.targets))
@@ -174,3 +180,111 @@ class ValidationRecall(TrainerCallback):
 
     def summary(self) -> dict:
         return {"best": self.best, "curve": self.history, "users": len(self.targets), "seconds": round(self.seconds, 1)}
+
+
+class TrainingTimeBudget(TrainerCallback):
+    """Fits the run into ``minutes`` of training (validation included), counted from the first step.
+
+    After ``probe_steps`` steps (the first ``skip_steps`` left out of the timing: they pay one-time costs) the
+    measured seconds per step set the step count — never more than the plan — and the schedule is re-fitted
+    to it, so the learning rate still decays to its end; after the first validation evaluation its measured
+    cost is counted in and the count is set again. Past ``minutes`` the run stops whatever the estimate said
+    (the kept model is then the best one validated so far). ``plan`` (the dict of :func:`plan_training_steps`)
+    gets a ``time_budget`` entry that says what was measured and chosen. A resumed run times itself again and
+    gets the whole budget from where it resumes."""
+
+    def __init__(self, minutes: float, plan: dict | None = None, validation: ValidationRecall | None = None,
+                 probe_steps: int = 20, skip_steps: int = 5, rescale_validation: bool = True):
+        if minutes <= 0:
+            raise ValueError(f"the training time budget must be positive minutes, got {minutes}")
+        self.seconds, self.plan, self.validation = 60.0 * minutes, plan, validation
+        self.probe_steps, self.skip_steps = max(1, probe_steps), max(0, skip_steps)
+        self.rescale_validation = rescale_validation  # validation every tenth of the shortened run, not the planned one
+        self._start = self._mark = None
+        self._mark_step, self._mark_validation = 0, 0.0
+        self._fitted_with_validation = False
+        self.report: dict = {"minutes": minutes, "planned_steps": None, "steps": None, "seconds_per_step": None,
+                             "seconds_per_validation": None, "stopped_by_clock": False}
+
+    def _validation_seconds(self) -> float:
+        return self.validation.seconds if self.validation is not None else 0.0
+
+    def _validations(self) -> int:
+        return len(self.validation.history) if self.validation is not None else 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = clock()
+        self.report["planned_steps"] = self.report["steps"] = state.max_steps
+        self._publish()
+
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        now = clock()
+        step = state.global_step
+        if step == self.skip_steps or (self._mark is None and step > self.skip_steps):
+            self._mark, self._mark_step, self._mark_validation = now, step, self._validation_seconds()
+        probe_done = self._mark is not None and step == self._mark_step + self.probe_steps
+        first_validation = (not self._fitted_with_validation and self._validations() > 0
+                            and self._mark is not None and step > self._mark_step)
+        if probe_done or first_validation:
+            self._fitted_with_validation |= first_validation
+            self._fit(now, state, lr_scheduler)
+        if now - self._start >= self.seconds and step < state.max_steps:
+            logger.warning("training time budget of %.1f min spent: stopping at step %d of %d", self.seconds / 60,
+                           step, state.max_steps)
+            self.report.update(steps=step, stopped_by_clock=True)
+            self._publish()
+            control.should_training_stop = True
+        return control
+
+    def _fit(self, now: float, state, lr_scheduler) -> None:
+        step = state.global_step
+        validated = self._validation_seconds() - self._mark_validation
+        per_step = max((now - self._mark - validated) / max(step - self._mark_step, 1), 1e-9)
+        done = self._validations()
+        per_validation = self._validation_seconds() / done if done else 0.0
+        every = self.validation.every if self.validation is not None else None
+        elapsed = now - self._start
+
+        def seconds_for(steps: int) -> float:
+            evaluations = ((steps - 1) // every + 1) if every else 0  # every `every` steps, and once at the end
+            return elapsed + (steps - step) * per_step + max(evaluations - done, 0) * per_validation
+
+        fits = state.max_steps
+        if seconds_for(fits) > self.seconds:
+            low, high = step, fits  # the largest count that fits, by bisection (time grows with steps)
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if seconds_for(mid) <= self.seconds else (low, mid - 1)
+            fits = max(low, step + 1)
+        self.report.update(seconds_per_step=round(per_step, 4), seconds_per_validation=round(per_validation, 2) or None)
+        if fits < state.max_steps:
+            logger.warning("training time budget %.1f min: %.3f s a step%s here, so %d steps instead of %d",
+                           self.seconds / 60, per_step,
+                           f" and {per_validation:.1f} s a validation" if per_validation else "", fits, state.max_steps)
+            state.max_steps = fits
+            refit_schedule(lr_scheduler, fits)
+            if self.rescale_validation and self.validation is not None and not done:
+                self.validation.every = max(1, fits // 10)  # still a tenth of the (shorter) run
+            self.report["steps"] = fits
+        self._publish()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.report.update(steps=state.global_step, minutes_used=round((clock() - self._start) / 60, 2))
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.plan is not None:
+            self.plan["time_budget"] = dict(self.report)
+
+
+def refit_schedule(lr_scheduler, steps: int) -> bool:
+    """Point a transformers schedule (a ``LambdaLR`` over ``partial``s with ``num_training_steps``: linear,
+    cosine, polynomial, …) at a new total; False (and nothing changed) for a schedule without a length."""
+    lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+    if not lambdas or not all(isinstance(f, partial) and "num_training_steps" in f.keywords for f in lambdas):
+        if lr_scheduler is not None:
+            logger.warning("the learning-rate schedule %s has no length to re-fit; it runs as planned",
+                           type(lr_scheduler).__name__)
+        return False
+    lr_scheduler.lr_lambdas = [partial(f.func, *f.args, **{**f.keywords, "num_training_steps": steps}) for f in lambdas]
+    return True

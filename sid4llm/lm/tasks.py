@@ -68,6 +68,10 @@ class TaskArguments:
                                                                   "auto (chat when the tokenizer has a template)."})
     system_prompt: str = field(default="You are a recommender. Answer with item IDs.",
                                metadata={"help": "System message for chat-formatted examples ('' for none)."})
+    stream_item_dropout: float = field(
+        default=0.0, metadata={"help": "Whole-history ID streams in training: each item is left out of a batch with this "
+                                       "probability, drawn afresh every batch (random item deletion: a small dataset's "
+                                       "epochs stop repeating the same sequences). 0: off."})
     max_seq_length: int | None = field(
         default=None, metadata={"help": "Tokens per packed training row (longer text examples are cut from the left of "
                                         "the prompt); None: room for two full history windows."})
@@ -85,6 +89,8 @@ class TaskArguments:
             raise ValueError(f"sequential_targets must be one of {SEQUENTIAL_TARGETS}, got {self.sequential_targets!r}")
         if not 0.0 <= self.context_fraction < 1.0:
             raise ValueError(f"context_fraction must be in [0, 1), got {self.context_fraction}")
+        if not 0.0 <= self.stream_item_dropout < 1.0:
+            raise ValueError(f"stream_item_dropout must be in [0, 1), got {self.stream_item_dropout}")
         if self.history_token_budget is not None and self.history_token_budget < 2:
             raise ValueError(f"history_token_budget must be at least 2 tokens, got {self.history_token_budget}")
 
@@ -356,23 +362,43 @@ class PackedCollator:
     With ``memory_dropout`` > 0 (and the vocabulary's ``memory_token_ids``), each item memory token of a batch is
     read as the plain end marker with that probability, drawn afresh every batch: the model learns to read items
     that have no memory token (added after training) and leans less on a per-item vector it may have seen a few
-    times only."""
+    times only.
+
+    With ``item_dropout`` > 0 (and ``user_id``), each item of a whole-history ID stream (a segment that starts
+    with the user-start token) is left out of the batch with that probability — its tokens, its labels and its
+    place, positions closed up — drawn afresh every batch: every epoch reads each history with a few items
+    skipped, as a user skips rating what they watched, so a small dataset's repeated passes stop being the same
+    sequences (random item deletion, an augmentation of sequential recommenders). Request and text segments are
+    left whole. :meth:`without_augmentation` is the same collator with both off (for evaluation)."""
 
     def __init__(self, pad_token_id: int, memory_token_ids: list[int] | None = None, end_id: int | None = None,
-                 memory_dropout: float = 0.0, seed: int = 0):
+                 memory_dropout: float = 0.0, seed: int = 0, item_dropout: float = 0.0, user_id: int | None = None):
         import torch
 
         if not 0.0 <= memory_dropout <= 1.0:
             raise ValueError(f"item memory dropout must be in [0, 1], got {memory_dropout}")
         if memory_dropout > 0 and memory_token_ids and end_id is None:
             raise ValueError("item memory dropout needs the end marker's token id")
+        if not 0.0 <= item_dropout < 1.0:
+            raise ValueError(f"stream item dropout must be in [0, 1), got {item_dropout}")
+        if item_dropout > 0 and (user_id is None or end_id is None):
+            raise ValueError("stream item dropout needs the user-start and end-marker token ids")
         self.pad_token_id, self.end_id, self.memory_dropout = pad_token_id, end_id, memory_dropout
-        self.memory_ids = torch.tensor(memory_token_ids or [], dtype=torch.long)
+        self.memory_token_ids, self.seed = list(memory_token_ids or []), seed
+        self.memory_ids = torch.tensor(self.memory_token_ids, dtype=torch.long)
+        self.item_dropout, self.user_id = item_dropout, user_id
+        self.item_ends = {end_id, *self.memory_token_ids} - {None}
         self.generator = torch.Generator().manual_seed(seed)
+        self.rng = random.Random(seed)
+
+    def without_augmentation(self) -> "PackedCollator":
+        return PackedCollator(self.pad_token_id, self.memory_token_ids, self.end_id, seed=self.seed)
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
+        if self.item_dropout > 0:
+            rows = [self._drop_items(r) for r in rows]
         width = max(len(r["input_ids"]) for r in rows)
         out = {}
         for key, pad in (("input_ids", self.pad_token_id), ("labels", IGNORE_INDEX), ("position_ids", 0)):
@@ -382,6 +408,29 @@ class PackedCollator:
             drop = torch.isin(ids, self.memory_ids) & (torch.rand(ids.shape, generator=self.generator) < self.memory_dropout)
             out["input_ids"] = ids.masked_fill(drop, self.end_id)
         return out
+
+    def _drop_items(self, row: dict) -> dict:
+        """The row with each ID-stream item left out with probability ``item_dropout``."""
+        ids, labels, positions = list(row["input_ids"]), list(row["labels"]), list(row["position_ids"])
+        starts = [k for k, p in enumerate(positions) if p == 0] + [len(ids)]
+        kept: list[int] = []
+        for a, b in zip(starts, starts[1:]):
+            if ids[a] != self.user_id:
+                kept += range(a, b)
+                continue
+            kept.append(a)
+            item_start = a + 1
+            for k in range(a + 1, b):
+                if ids[k] in self.item_ends:
+                    if self.rng.random() >= self.item_dropout:
+                        kept += range(item_start, k + 1)
+                    item_start = k + 1
+            kept += range(item_start, b)  # a trailing partial item (none in a well-formed stream) stays
+        new_positions, at = [], -1
+        for k in kept:
+            at = 0 if positions[k] == 0 else at + 1
+            new_positions.append(at)
+        return {"input_ids": [ids[k] for k in kept], "labels": [labels[k] for k in kept], "position_ids": new_positions}
 
 
 def stream_tokens_per_item(vocab: IdVocabulary, popularity: np.ndarray) -> dict:
