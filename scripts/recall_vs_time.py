@@ -7,7 +7,8 @@ time (the evaluations themselves are not counted), beside the most-popular floor
     python scripts/recall_vs_time.py --json docs/recall_vs_time.json --plot docs/recall_vs_time.png \
         --merge outputs/curves/from_scratch/curve.json outputs/curves/smollm2/curve.json     # one plot of runs
 
-Takes every flag of recipes/finetune.py. The run keeps its own schedule (``max_steps`` or epochs), so a point
+Takes every flag of recipes/finetune.py but ``max_train_minutes`` (off here: the marks are the minutes). The run
+keeps its own schedule (``max_steps`` or epochs), so a point
 at minute 4 of a 10-minute cosine run is what that run had learned by then, not what a 4-minute run would
 reach (which ends at a lower learning rate and is usually a little better). Writes OUT/curve.json (points:
 minutes of training, steps, recall@10, coverage@10, and the floor) and prints the table.
@@ -103,6 +104,10 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
 
     clock = RecallClock(list(curve.at_minutes), evaluate,
                         curve.stop_after_last_mark)
+    if data_args.max_train_minutes > 0:  # its clock would count the curve's own evaluations as training time
+        logging.getLogger(__name__).warning("max_train_minutes=%g is off for a curve: the marks set the minutes",
+                                            data_args.max_train_minutes)
+        data_args.max_train_minutes = 0.0
     start = time.time()
     run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock])
     label = curve.label or Path(training_args.output_dir).name

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import ProgressCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import PreparedData
@@ -304,6 +304,8 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         id_decoder=IdDecoder.build(vocab, trie_softmax=model_args.trie_softmax),
         id_softmax=model_args.id_softmax,
     )
+    if budget is not None:
+        budget.progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)), None)
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_state()
     metrics = dict(result.metrics)

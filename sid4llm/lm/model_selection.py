@@ -200,6 +200,7 @@ class TrainingTimeBudget(TrainerCallback):
         self.seconds, self.plan, self.validation = 60.0 * minutes, plan, validation
         self.probe_steps, self.skip_steps = max(1, probe_steps), max(0, skip_steps)
         self.rescale_validation = rescale_validation  # validation every tenth of the shortened run, not the planned one
+        self.progress = None  # the trainer's ProgressCallback, when it has one: its bar is re-sized with the run
         self._start = self._mark = None
         self._mark_step, self._mark_validation = 0, 0.0
         self._fitted_with_validation = False
@@ -258,11 +259,15 @@ class TrainingTimeBudget(TrainerCallback):
             fits = max(low, step + 1)
         self.report.update(seconds_per_step=round(per_step, 4), seconds_per_validation=round(per_validation, 2) or None)
         if fits < state.max_steps:
-            logger.warning("training time budget %.1f min: %.3f s a step%s here, so %d steps instead of %d",
-                           self.seconds / 60, per_step,
-                           f" and {per_validation:.1f} s a validation" if per_validation else "", fits, state.max_steps)
+            logger.warning("training time budget %.1f min: %.3f s a step%s here, so %s steps instead of %s",
+                           self.seconds / 60, per_step, f" and {per_validation:.1f} s a validation" if per_validation else "",
+                           f"{fits:,}", f"{state.max_steps:,}")
             state.max_steps = fits
             refit_schedule(lr_scheduler, fits)
+            bar = getattr(self.progress, "training_bar", None)
+            if bar is not None:  # the progress bar counts to the new end
+                bar.total = fits
+                bar.refresh()
             if self.rescale_validation and self.validation is not None and not done:
                 self.validation.every = max(1, fits // 10)  # still a tenth of the (shorter) run
             self.report["steps"] = fits
