@@ -487,7 +487,8 @@ def test_a_time_budget_shortens_the_run_to_fit_and_refits_the_schedule(tmp_path,
     clock = _StepClock(1.0)
     monkeypatch.setattr("sid4llm.lm.model_selection.clock", clock)
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=60,
-                                                            lr_scheduler_type="cosine", logging_steps=5)
+                                                            lr_scheduler_type="cosine", logging_steps=5,
+                                                            disable_tqdm=False)  # its bar is re-sized too
     data_args.eval_examples, data_args.max_train_minutes = 0, 0.5
     with caplog.at_level("WARNING", logger="sid4llm.lm.model_selection"):
         rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
