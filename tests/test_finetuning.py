@@ -545,6 +545,35 @@ def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_l
     assert budget["steps"] == 29  # 25 s, then 10 s a step: the minute is spent at step 29
 
 
+def _agree_in_process(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from sid4llm.lm.model_selection import agreed
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        Path(out_dir, f"{rank}.json").write_text(json.dumps([agreed(10.0 + rank, op="min"), agreed(10.0 + rank, op="max")]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_of_a_distributed_run_agree_on_the_budget(tmp_path):
+    """Each process times itself; the step count (the least that fits anywhere) and the stop (when any process's
+    clock is spent) must be the same on all of them, or one would wait forever for the others."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from sid4llm.lm.model_selection import agreed
+
+    assert agreed(7.0) == 7.0  # one process: its own value
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_agree_in_process, args=(2, port, str(tmp_path)), nprocs=2)
+    assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)] == [[10.0, 11.0], [10.0, 11.0]]
+
+
 def test_refitting_a_schedule_moves_its_end_and_leaves_a_constant_one_alone():
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 

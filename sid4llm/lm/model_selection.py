@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import torch
@@ -201,7 +202,7 @@ class TrainingTimeBudget(TrainerCallback):
         self.probe_steps, self.skip_steps = max(1, probe_steps), max(0, skip_steps)
         self.rescale_validation = rescale_validation  # validation every tenth of the shortened run, not the planned one
         self.progress = None  # the trainer's ProgressCallback, when it has one: its bar is re-sized with the run
-        self._start = self._mark = None
+        self._start = self._mark = self._device = None
         self._mark_step, self._mark_validation = 0, 0.0
         self._fitted_with_validation = False
         self.report: dict = {"minutes": minutes, "planned_steps": None, "steps": None, "seconds_per_step": None,
@@ -219,6 +220,7 @@ class TrainingTimeBudget(TrainerCallback):
         self._publish()
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        self._device = args.device
         now = clock()
         step = state.global_step
         if step == self.skip_steps or (self._mark is None and step > self.skip_steps):
@@ -229,7 +231,7 @@ class TrainingTimeBudget(TrainerCallback):
         if probe_done or first_validation:
             self._fitted_with_validation |= first_validation
             self._fit(now, state, lr_scheduler)
-        if now - self._start >= self.seconds and step < state.max_steps:
+        if agreed(now - self._start, self._device, "max") >= self.seconds and step < state.max_steps:
             logger.warning("training time budget of %.1f min spent: stopping at step %d of %d", self.seconds / 60,
                            step, state.max_steps)
             self.report.update(steps=step, stopped_by_clock=True)
@@ -257,6 +259,7 @@ class TrainingTimeBudget(TrainerCallback):
                 mid = (low + high + 1) // 2
                 low, high = (mid, high) if seconds_for(mid) <= self.seconds else (low, mid - 1)
             fits = max(low, step + 1)
+        fits = int(agreed(fits, self._device, "min"))  # every process of a distributed run stops at the same step
         self.report.update(seconds_per_step=round(per_step, 4), seconds_per_validation=round(per_validation, 2) or None)
         if fits < state.max_steps:
             logger.warning("training time budget %.1f min: %.3f s a step%s here, so %s steps instead of %s",
@@ -280,6 +283,18 @@ class TrainingTimeBudget(TrainerCallback):
     def _publish(self) -> None:
         if self.plan is not None:
             self.plan["time_budget"] = dict(self.report)
+
+
+def agreed(value: float, device=None, op: Literal["min", "max"] = "min") -> float:
+    """``value`` reduced over the processes of a distributed run (itself when there is one process): decisions
+    that each process takes from its own clock must be the same everywhere, or one process waits forever."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return tensor.item()
 
 
 def refit_schedule(lr_scheduler, steps: int) -> bool:
