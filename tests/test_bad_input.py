@@ -372,12 +372,22 @@ def test_a_config_saved_before_trie_softmax_decodes_as_it_was_trained(saved_copy
 
 
 def test_a_config_saved_before_item_dropout_loads_as_trained_without_it(saved_copy):
-    """Format 3 had no stream_item_dropout (a training augmentation): such a model loads, trained without it."""
+    """Format 3 had no stream_item_dropout nor stream_tie_shuffle (training augmentations): such a model loads,
+    trained without them."""
     config_file = saved_copy / "sid4llm_config.json"
     config = json.loads(config_file.read_text())
-    del config["task_args"]["stream_item_dropout"]
+    del config["task_args"]["stream_item_dropout"], config["task_args"]["stream_tie_shuffle"]
     config_file.write_text(json.dumps({**config, "format_version": 3}))
-    assert SidRecommender.from_pretrained(saved_copy).config.task_args.stream_item_dropout == 0.0
+    task_args = SidRecommender.from_pretrained(saved_copy).config.task_args
+    assert task_args.stream_item_dropout == 0.0 and task_args.stream_tie_shuffle is False
+
+
+def test_a_config_saved_before_tie_shuffling_loads_as_trained_without_it(saved_copy):
+    config_file = saved_copy / "sid4llm_config.json"
+    config = json.loads(config_file.read_text())
+    del config["task_args"]["stream_tie_shuffle"]
+    config_file.write_text(json.dumps({**config, "format_version": 4}))
+    assert SidRecommender.from_pretrained(saved_copy).config.task_args.stream_tie_shuffle is False
 
 
 def test_a_current_config_missing_a_setting_is_named(saved_copy):

@@ -121,6 +121,23 @@ def test_recall_vs_time_adds_a_new_run_to_an_already_merged_plot(tmp_path):
         script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "metrics.json")]))
 
 
+def test_classical_baselines_find_what_follows_what_and_never_list_seen_items(tmp_path, tiny_prepared, capsys):
+    script = _script("classical_baselines")
+    # item 9 always follows item 4 in train histories: a transition count finds it, whatever its popularity
+    _, transitions = script.item_counts([[4, 9, 1], [2, 4, 9], [4, 9], [3, 1, 2]], n_items=10, span=1)
+    assert transitions[4].argmax() == 9 and transitions[4, 9] == 1.0
+    assert script.rank_by_votes(transitions, [[3, 4]], k=2, recent=1, decay=0.9)[0][0] == 9
+    assert 4 not in script.rank_by_votes(transitions, [[4, 9]], k=3, recent=2, decay=0.9)[0]  # seen left out
+
+    out = tmp_path / "classical.json"
+    result = script.main(script.BaselineArguments(data_dir=tiny_prepared["data_dir"], json=str(out)))
+    test = result["results"]["test"]
+    assert set(test) == {"most_popular", "item_cosine", "item_transitions"}
+    assert test["most_popular"]["n_users"] == 30 and 0.0 <= test["item_transitions"]["recall@10"] <= 1.0
+    assert json.loads(out.read_text())["settings"]["recent"] == 5
+    assert "| test | item_transitions |" in capsys.readouterr().out
+
+
 def test_paired_compare_scores_two_recommenders_on_the_same_users(tmp_path, trained_dir, tiny_prepared, capsys):
     """A recommender against itself: the same recall, a zero difference, and the interval says level."""
     script = _script("paired_compare")

@@ -298,6 +298,31 @@ def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_voc
     torch.testing.assert_close(ours.detach(), total / keep.sum())
 
 
+def test_the_trainer_hands_tie_groups_to_the_collator_and_the_model_never_sees_them(tiny_lm_dir, vocab, tiny_prepared):
+    """Trainer drops dataset columns the model's forward does not take; ``tie_groups`` must still reach the
+    collator (which shuffles tied items with them), and leave the batch before the model."""
+    from transformers import AutoModelForCausalLM
+
+    from sid4llm.decoding.columns import IdDecoder
+    from sid4llm.lm.finetuning import IdLossTrainer
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    packed = pack_segments(build_segments(data, vocab, TaskArguments(stream_tie_shuffle=True), "train"), 96)
+    collate = PackedCollator(vocab.tokenizer.pad_token_id, end_id=vocab.end_id, tie_shuffle=True)
+    seen = []
+
+    def spy(rows):
+        seen.append(set(rows[0]))
+        return collate(rows)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    init_id_embeddings(model, vocab, "random")
+    trainer = IdLossTrainer(model=model, args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
+                            train_dataset=packed, data_collator=spy, id_decoder=IdDecoder.build(vocab))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "tie_groups" in seen[0] and set(batch) == {"input_ids", "labels", "position_ids"}
+
+
 def _walked_nodes(decoder, row: list[int]) -> list[int]:
     """The trie node after each token of a row, walked one token at a time: the root after a non-ID token or an
     end marker."""

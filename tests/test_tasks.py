@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from sid4llm.data import PreparedData
 from sid4llm.lm.embedding_init import init_id_embeddings
 from sid4llm.lm.tasks import (
     IGNORE_INDEX,
+    ExampleBuilder,
     PackedCollator,
     TaskArguments,
     budget_history,
     build_segments,
     pack_segments,
+    stream_tie_groups,
     stream_windows,
 )
 
@@ -185,3 +188,50 @@ def test_item_dropout_skips_whole_items_of_id_streams_afresh_every_batch(vocab, 
     assert plain["input_ids"][0].tolist() == row["input_ids"] and plain["labels"][0].tolist() == row["labels"]
     with pytest.raises(ValueError, match="stream_item_dropout must be in"):
         TaskArguments(stream_item_dropout=1.0)
+
+
+def test_tie_shuffle_reorders_only_items_that_share_a_timestamp_afresh_every_batch(vocab, tiny_prepared):
+    """``stream_tie_shuffle``: a user's items with the same timestamp (ratings saved in one go) are read in a new
+    random order every batch, each with its own codes and labels; an item with a timestamp of its own keeps its
+    place, items never cross into the next user's segment, and evaluation reads rows as they are."""
+    items = [3, 7, 1, 4, 9, 2, 5, 8]
+    times = [10, 20, 20, 20, 30, 40, 40, 50]  # ties: items 7, 1, 4 and items 2, 5
+    builder = ExampleBuilder(vocab, [str(i) for i in range(len(vocab.codebook))], TaskArguments())
+    first = builder.stream_segment(items, first_target=3)
+    first["tie_groups"] = stream_tie_groups(vocab, items, times)
+    second = builder.stream_segment([6, 0], first_target=0)
+    second["tie_groups"] = stream_tie_groups(vocab, [6, 0], [60, 60])  # the next user: a tie of its own
+    segments = Dataset.from_list([first, second])
+    row = pack_segments(segments, max_seq_length=200)[0]
+    n = len(first["input_ids"])
+    original = _item_spans(vocab, first["input_ids"], first["labels"])
+
+    collate = PackedCollator(vocab.tokenizer.pad_token_id, end_id=vocab.end_id, tie_shuffle=True)
+    orders = set()
+    for _ in range(30):
+        batch = collate([row])
+        ids, labels, positions = (batch[k][0].tolist() for k in ("input_ids", "labels", "position_ids"))
+        assert set(batch) == {"input_ids", "labels", "position_ids"} and positions == row["position_ids"]
+        spans = _item_spans(vocab, ids[:n], labels[:n])
+        assert sorted(spans) == sorted(original)  # the same items, each with its own labels
+        read = [item for item, _ in spans]
+        assert (read[0], read[4], read[7]) == (3, 9, 8)  # timestamps of their own: in place
+        assert set(read[1:4]) == {7, 1, 4} and set(read[5:7]) == {2, 5}
+        assert sorted(_stream_items(vocab, ids[n:])) == [0, 6] and ids[n] == vocab.user_id
+        orders.add(tuple(read))
+    assert len(orders) > 6  # 3! x 2! x 2! = 24 orders possible; a new draw every batch
+
+    plain = collate.without_augmentation()([row])
+    assert plain["input_ids"][0].tolist() == row["input_ids"]
+
+
+def test_tie_groups_follow_the_timestamps_of_each_training_stream(vocab, tiny_prepared):
+    """Training streams carry their tie groups only when asked; a stream's groups match its timestamps."""
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    assert "tie_groups" not in build_segments(data, vocab, TaskArguments(tasks=["sequential"]), "train").column_names
+    segments = build_segments(data, vocab, TaskArguments(tasks=["sequential"], stream_tie_shuffle=True), "train")
+    assert all(len(g) == len(i) for g, i in zip(segments["tie_groups"], segments["input_ids"]))
+    assert "tie_groups" in pack_segments(segments, 512).column_names
+    assert stream_tie_groups(vocab, [1, 2, 3], [5, 5, 6])[0] == -1  # the user-start token
+    with pytest.raises(ValueError, match="3 items but 2 timestamps"):
+        stream_tie_groups(vocab, [1, 2, 3], [5, 6])

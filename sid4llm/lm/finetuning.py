@@ -24,7 +24,13 @@ from ..decoding.columns import IdDecoder, id_head_rows
 from ..ids import SemanticIdCodebook
 from ..vocabulary import IdVocabulary
 from .embedding_init import init_id_embeddings
-from .model_selection import TrainingTimeBudget, ValidationRecall, WeightAverage, plan_training_steps, sampled_users
+from .model_selection import (
+    TrainingTimeBudget,
+    ValidationRecall,
+    WeightAverage,
+    plan_training_steps,
+    sampled_users,
+)
 from .models import (
     ModelArguments,
     full_layer_adapter_targets,
@@ -165,9 +171,15 @@ class IdLossTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.id_decoder, self.id_softmax = id_decoder, id_softmax
 
+    def _set_signature_columns_if_needed(self) -> None:
+        """The model's inputs, and ``tie_groups``: the collator reads them to shuffle tied items, then drops them."""
+        super()._set_signature_columns_if_needed()
+        if "tie_groups" not in self._signature_columns:
+            self._signature_columns.append("tie_groups")
+
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation reads the examples as they are: the collator's training augmentation (item and memory-token
-        dropout) is off."""
+        dropout, tie shuffling) is off."""
         augmenting = self.data_collator
         self.data_collator = augmenting.without_augmentation() if hasattr(augmenting, "without_augmentation") else augmenting
         try:
@@ -297,7 +309,8 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=data_collator or PackedCollator(vocab.tokenizer.pad_token_id, vocab.memory_token_ids, vocab.end_id,
                                                       model_args.item_memory_dropout, training_args.seed,
-                                                      task_args.stream_item_dropout, vocab.user_id),
+                                                      task_args.stream_item_dropout, vocab.user_id,
+                                                      task_args.stream_tie_shuffle),
         processing_class=vocab.tokenizer,
         # the average first (selection scores it), the budget last (it times the validation that just ran)
         callbacks=[*(callbacks or []), *(c for c in (averaged, selection, budget) if c)],

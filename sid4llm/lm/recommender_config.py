@@ -14,13 +14,14 @@ from .tasks import TaskArguments
 
 CONFIG_FILE = "sid4llm_config.json"
 RESULTS_FILE = "results.json"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # What configs written before format 1 held beside the settings; moved to results.json when such a folder loads.
 _LEGACY_RESULT_KEYS = ("metrics", "example_stats", "evaluation")
 # Settings each format added, with the value that builds what an older file's model was (so it loads unchanged).
 _ADDED_IN_FORMAT = {2: {"model_args": {"item_memory_tokens": False, "item_memory_dropout": 0.0}},
                     3: {"model_args": {"trie_softmax": False}},
-                    4: {"task_args": {"stream_item_dropout": 0.0}}}
+                    4: {"task_args": {"stream_item_dropout": 0.0}},
+                    5: {"task_args": {"stream_tie_shuffle": False}}}
 
 
 @dataclass

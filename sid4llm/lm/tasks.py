@@ -41,6 +41,7 @@ from ..vocabulary import IdVocabulary
 TASKS = ("sequential", "natural_language", "alignment", "requests")
 SEQUENTIAL_TARGETS = ("all", "last")
 IGNORE_INDEX = -100
+NO_TIE_GROUP = -1  # a token that no shuffle moves: the user-start token, words, items with a timestamp of their own
 
 
 @dataclass
@@ -72,6 +73,11 @@ class TaskArguments:
         default=0.0, metadata={"help": "Whole-history ID streams in training: each item is left out of a batch with this "
                                        "probability, drawn afresh every batch (random item deletion: a small dataset's "
                                        "epochs stop repeating the same sequences). 0: off."})
+    stream_tie_shuffle: bool = field(
+        default=False, metadata={"help": "Whole-history ID streams in training: a user's items that share a timestamp "
+                                          "(ratings saved in one go: three quarters of the MovieLens events) are read in "
+                                          "a random order, drawn afresh every batch, since their order in the file is "
+                                          "no sequence."})
     max_seq_length: int | None = field(
         default=None, metadata={"help": "Tokens per packed training row (longer text examples are cut from the left of "
                                         "the prompt); None: room for two full history windows."})
@@ -155,6 +161,21 @@ def stream_windows(costs: list[int], limit: int, context_fraction: float) -> lis
         windows.append((start, first, end))
         end = first
     return windows[::-1]
+
+
+def stream_tie_groups(vocab: IdVocabulary, items: list[int], timestamps: list[int]) -> list[int]:
+    """One group per token of :meth:`ExampleBuilder.stream_segment`'s ``items``: consecutive items with the same
+    timestamp share a group (numbered from 0 in order), an item with a timestamp of its own and the user-start token
+    get :data:`NO_TIE_GROUP`; :class:`PackedCollator` shuffles the items of a group."""
+    if len(items) != len(timestamps):
+        raise ValueError(f"{len(items)} items but {len(timestamps)} timestamps")
+    groups, run, n = [NO_TIE_GROUP], -1, len(items)
+    for k, (item, time) in enumerate(zip(items, timestamps)):
+        starts_run = k == 0 or time != timestamps[k - 1]
+        run += starts_run
+        tied = not starts_run or (k + 1 < n and timestamps[k + 1] == time)
+        groups += [run if tied else NO_TIE_GROUP] * len(vocab.stream_item_input_ids(item))
+    return groups
 
 
 class ExampleBuilder:
@@ -262,13 +283,20 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
     rng = random.Random(args.example_seed)
     builder = ExampleBuilder(vocab, list(data.items["title"]), args)
     rows: dict[str, list] = {k: [] for k in ("task", "user_idx", "input_ids", "labels", "targets", "history_tokens")}
+    ties = args.stream_tie_shuffle and split == "train"
+    if ties:
+        rows["tie_groups"] = []
 
     def add(task: str, user: int, segment: dict, targets: list[int], history_tokens: int) -> None:
         for key, value in zip(rows, (task, user, segment["input_ids"], segment["labels"], targets, history_tokens)):
             rows[key].append(value)
+        if ties:
+            rows["tie_groups"].append(segment.get("tie_groups") or [NO_TIE_GROUP] * len(segment["input_ids"]))
 
     seq_split = data.sequences[split]
     sequences = [h + [t] for h, t in zip(list(seq_split["history"]), list(seq_split["target"]))]
+    times = ([h + [t] for h, t in zip(list(seq_split["history_timestamps"]), list(seq_split["target_timestamp"]))]
+             if ties else None)
     held_out = [(u, len(s) - 1) for u, s in enumerate(sequences)]
     cap = args.max_examples_per_task
 
@@ -301,6 +329,8 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
             for u, (start, first, end) in capped(windows):
                 items = sequences[u][start:end]
                 segment = builder.stream_segment(items, first - start)
+                if ties:
+                    segment["tie_groups"] = stream_tie_groups(vocab, items, times[u][start:end])
                 add(task, u, segment, items[first - start:], len(segment["input_ids"]) - vocab.id_token_count(items[-1]))
         else:
             pairs = _recent_positions(sequences, args.windows_per_user) if split == "train" else held_out
@@ -330,7 +360,8 @@ def request_writer(data: PreparedData, args: TaskArguments, histories: list[list
 
 def pack_segments(segments: Dataset, max_seq_length: int, seed: int = 0) -> Dataset:
     """Pack segments into rows of at most ``max_seq_length`` tokens (best fit, longest segments first, then
-    rows shuffled), with ``position_ids`` that restart at each segment so attention stays inside it."""
+    rows shuffled), with ``position_ids`` that restart at each segment so attention stays inside it (and the segments'
+    ``tie_groups``, when they have them)."""
     lengths = np.array([len(x) for x in segments["input_ids"]])
     if len(lengths) and lengths.max() > max_seq_length:
         raise ValueError(f"a segment of {lengths.max()} tokens is longer than max_seq_length={max_seq_length}")
@@ -347,11 +378,12 @@ def pack_segments(segments: Dataset, max_seq_length: int, seed: int = 0) -> Data
             rows.append([int(i)])
         bisect.insort(rooms, (room - n, r))
     random.Random(seed).shuffle(rows)
-    ids, labels = segments["input_ids"], segments["labels"]
-    packed: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
+    columns = {key: segments[key] for key in ("input_ids", "labels", "tie_groups") if key in segments.column_names}
+    ids = columns["input_ids"]
+    packed: dict[str, list] = {key: [] for key in [*columns, "position_ids"]}
     for row in rows:
-        packed["input_ids"].append([t for i in row for t in ids[i]])
-        packed["labels"].append([t for i in row for t in labels[i]])
+        for key, values in columns.items():
+            packed[key].append([t for i in row for t in values[i]])
         packed["position_ids"].append([p for i in row for p in range(len(ids[i]))])
     return Dataset.from_dict(packed)
 
@@ -369,10 +401,16 @@ class PackedCollator:
     place, positions closed up — drawn afresh every batch: every epoch reads each history with a few items
     skipped, as a user skips rating what they watched, so a small dataset's repeated passes stop being the same
     sequences (random item deletion, an augmentation of sequential recommenders). Request and text segments are
-    left whole. :meth:`without_augmentation` is the same collator with both off (for evaluation)."""
+    left whole.
+
+    With ``tie_shuffle`` (and rows with ``tie_groups``, see :func:`stream_tie_groups`), the items of each group —
+    a user's items that share a timestamp — are put in a random order, each item's tokens and labels moving
+    together, drawn afresh every batch (before any item dropout). :meth:`without_augmentation` is the same collator
+    with all of these off (for evaluation)."""
 
     def __init__(self, pad_token_id: int, memory_token_ids: list[int] | None = None, end_id: int | None = None,
-                 memory_dropout: float = 0.0, seed: int = 0, item_dropout: float = 0.0, user_id: int | None = None):
+                 memory_dropout: float = 0.0, seed: int = 0, item_dropout: float = 0.0, user_id: int | None = None,
+                 tie_shuffle: bool = False):
         import torch
 
         if not 0.0 <= memory_dropout <= 1.0:
@@ -383,20 +421,24 @@ class PackedCollator:
             raise ValueError(f"stream item dropout must be in [0, 1), got {item_dropout}")
         if item_dropout > 0 and (user_id is None or end_id is None):
             raise ValueError("stream item dropout needs the user-start and end-marker token ids")
+        if tie_shuffle and end_id is None:
+            raise ValueError("shuffling tied items needs the end-marker token id")
         self.pad_token_id, self.end_id, self.memory_dropout = pad_token_id, end_id, memory_dropout
         self.memory_token_ids, self.seed = list(memory_token_ids or []), seed
         self.memory_ids = torch.tensor(self.memory_token_ids, dtype=torch.long)
-        self.item_dropout, self.user_id = item_dropout, user_id
+        self.item_dropout, self.user_id, self.tie_shuffle = item_dropout, user_id, tie_shuffle
         self.item_ends = {end_id, *self.memory_token_ids} - {None}
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = random.Random(seed)
 
-    def without_augmentation(self) -> "PackedCollator":
+    def without_augmentation(self) -> PackedCollator:
         return PackedCollator(self.pad_token_id, self.memory_token_ids, self.end_id, seed=self.seed)
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
+        if self.tie_shuffle:
+            rows = [self._shuffle_ties(r) if "tie_groups" in r else r for r in rows]
         if self.item_dropout > 0:
             rows = [self._drop_items(r) for r in rows]
         width = max(len(r["input_ids"]) for r in rows)
@@ -408,6 +450,28 @@ class PackedCollator:
             drop = torch.isin(ids, self.memory_ids) & (torch.rand(ids.shape, generator=self.generator) < self.memory_dropout)
             out["input_ids"] = ids.masked_fill(drop, self.end_id)
         return out
+
+    def _shuffle_ties(self, row: dict) -> dict:
+        """The row with the items of each tie group in a random order (positions stay: a segment keeps its length)."""
+        ids, labels, groups, positions = row["input_ids"], row["labels"], row["tie_groups"], row["position_ids"]
+        order: list[tuple[int, int]] = []  # (first token, end) of each item or lone token, in the new order
+        run: list[tuple[int, int]] = []  # the items of the current tie group
+        run_group, start = NO_TIE_GROUP, 0
+        for k, (token, group) in enumerate(zip(ids, groups)):
+            if run and (group != run_group or positions[k] == 0) and k == start:  # the group ends before this token
+                self.rng.shuffle(run)
+                order += run
+                run = []
+            if group == NO_TIE_GROUP:
+                order.append((k, k + 1))
+                start = k + 1
+            elif token in self.item_ends or k + 1 == len(ids):  # an item's last token
+                run.append((start, k + 1))
+                run_group, start = group, k + 1
+        self.rng.shuffle(run)
+        kept = [k for a, b in order + run for k in range(a, b)]
+        return {**row, "input_ids": [ids[k] for k in kept], "labels": [labels[k] for k in kept],
+                "tie_groups": [groups[k] for k in kept]}
 
     def _drop_items(self, row: dict) -> dict:
         """The row with each ID-stream item left out with probability ``item_dropout``."""
