@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.evaluation.leave_one_out import most_popular_rankings, ranking_metrics
+from sid4llm.evaluation.leave_one_out import DEFAULT_KS, most_popular_rankings, ranking_metrics
 from sid4llm.reporting import machine_description, markdown_table, write_json
+
+LIST_LENGTH = max(DEFAULT_KS)  # ranked lists as long as the longest cut-off ranking_metrics reports
 
 
 @dataclass
@@ -80,9 +82,9 @@ def main(args: BaselineArguments) -> dict:
     for split in args.splits:
         seq = data.sequences[split]
         histories, targets = list(seq["history"]), list(seq["target"])
-        methods = {"most_popular": most_popular_rankings(popularity, histories, 20),
-                   "item_cosine": rank_by_votes(cosine, histories, 20, args.recent, args.recency_decay),
-                   "item_transitions": rank_by_votes(transitions, histories, 20, args.recent, args.recency_decay)}
+        methods = {"most_popular": most_popular_rankings(popularity, histories, LIST_LENGTH),
+                   **{name: rank_by_votes(scores, histories, LIST_LENGTH, args.recent, args.recency_decay)
+                      for name, scores in (("item_cosine", cosine), ("item_transitions", transitions))}}
         results[split] = {name: ranking_metrics(ranked, targets, n_items, popularity=popularity)
                           for name, ranked in methods.items()}
         floor = results[split]["most_popular"]["recall@10"]

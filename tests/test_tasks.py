@@ -226,7 +226,7 @@ def test_tie_shuffle_reorders_only_items_that_share_a_timestamp_afresh_every_bat
 
 
 def test_tie_groups_follow_the_timestamps_of_each_training_stream(vocab, tiny_prepared):
-    """Training streams carry their tie groups only when asked; a stream's groups match its timestamps."""
+    """Training streams carry their tie groups, one per token, only when asked; packing keeps them."""
     data = PreparedData.load(tiny_prepared["data_dir"])
     assert "tie_groups" not in build_segments(data, vocab, TaskArguments(tasks=["sequential"]), "train").column_names
     segments = build_segments(data, vocab, TaskArguments(tasks=["sequential"], stream_tie_shuffle=True), "train")

@@ -215,12 +215,11 @@ class TrainingTimeBudget(TrainerCallback):
         return len(self.validation.history) if self.validation is not None else 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._start = clock()
+        self._start, self._device = clock(), args.device  # the device carries the processes' agreement (agreed)
         self.report["planned_steps"] = self.report["steps"] = state.max_steps
         self._publish()
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
-        self._device = args.device
         now = clock()
         step = state.global_step
         if step == self.skip_steps or (self._mark is None and step > self.skip_steps):
