@@ -672,3 +672,34 @@ def test_item_memory_tokens_are_read_for_history_items_and_never_written(tmp_pat
     new = len(loaded.codebook) - 1
     assert new == n_items and vocab.stream_item_input_ids(new)[-1] == vocab.end_id
     assert loaded.prompt_builder.stream_prompt_ids([0, new])[-1] == vocab.end_id
+
+
+def test_a_transition_prior_is_counted_weighted_on_valid_users_saved_and_used(tmp_path, tiny_lm_dir, tiny_prepared):
+    """``--transition_prior``: after training, the train histories' item transitions are counted, their weight in
+    re-ranking the beam is chosen on valid users (the choice and its curve in results.json), and the saved
+    recommender loads with them and decodes with them unless told otherwise."""
+    from sid4llm.data import PreparedData
+    from sid4llm.evaluation import evaluate_recommender
+
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=4)
+    data_args.eval_examples, data_args.transition_prior, data_args.transition_prior_weights = 0, True, [0.5, 50.0]
+    rec = run_finetune(model_args, data_args, task_args, training_args)
+    fitted = rec.results["transition_prior"]
+    assert set(fitted["valid_recall@10_by_weight"]) == {"0", "0.5", "50"} and fitted["users"] == 30
+    best = max(fitted["valid_recall@10_by_weight"].values())
+    assert fitted["valid_recall@10_by_weight"][f"{fitted['weight']:g}"] == best
+    loaded = SidRecommender.from_pretrained(training_args.output_dir)
+    assert loaded.transition_prior.weight == fitted["weight"] == rec.transition_prior.weight
+    assert loaded.results["transition_prior"] == fitted
+    assert f"with weight {fitted['weight']:g}" in (Path(training_args.output_dir) / "README.md").read_text()
+
+    data = PreparedData.load(tiny_prepared["data_dir"])
+    histories = [list(h) for h in data.sequences["valid"]["history"]]
+    model_alone = [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3, prior_weight=0.0)]
+    counted = [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3, prior_weight=50.0)]
+    assert model_alone != counted  # a heavy weight lets the count decide among the beam's items
+    loaded.transition_prior.config.weight = 50.0
+    assert [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3)] == counted  # the saved weight
+    result = evaluate_recommender(loaded, data, "valid", ks=[10], invalid_rate_users=0, show_progress=False,
+                                  prior_weight=0.0)
+    assert result["transition_prior_weight"] == 0.0

@@ -85,6 +85,7 @@ def run_id_set(args: ColdStartArguments, name: str, data: PreparedData, warm: Pr
         args.rec_config, data_dir=str(warm.path), codebook=str(codebook_dir / "codebook"),
         output_dir=str(out / f"rec_{name}"), seed=args.seed, example_seed=args.seed, max_steps=-1,
         num_train_epochs=args.rec_epochs, min_steps=0, valid_users=0, save_steps=10**6, eval_examples=0,
+        transition_prior=False,  # new items have no transitions: the study measures the model's own reach
         reserve_disambiguation_tokens=args.reserve_disambiguation_tokens, **args.recommender_settings(), **budget)
     # from the runs' own records, so that reused runs count the time they took
     id_seconds = (getattr(codebook, "metrics", None) or {}).get("train_seconds") or 0.0

@@ -37,6 +37,9 @@ class EvaluateArguments:
     style: Literal["ids", "titles"] = field(default="ids", metadata={"help": "Prompt: ids (the history as an ID stream) or titles (the "
                                                         "natural-language prompt chat uses; needs the natural_language task)."})
     invalid_rate_users: int = field(default=64, metadata={"help": "Users for the unconstrained invalid-ID rate (0 = skip)."})
+    transition_prior_weight: float | None = field(default=None, metadata={
+        "help": "Weight of the saved transition prior in re-ranking (default: the one chosen at training; 0: the "
+                "model alone)."})
 
 
 def main(args: EvaluateArguments) -> None:
@@ -49,7 +52,7 @@ def main(args: EvaluateArguments) -> None:
     result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,
                                   args.max_users, args.invalid_rate_users, accelerator,
                                   exclude_seen=args.exclude_seen, report_with_seen=args.report_with_seen, seed=args.seed,
-                                  style=args.style)
+                                  style=args.style, prior_weight=args.transition_prior_weight)
     if accelerator.is_main_process:
         print(format_table(result, ks))
         if args.output:

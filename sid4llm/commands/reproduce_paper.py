@@ -145,10 +145,11 @@ def run_recommender(args, data, name: str, codebook_dir: Path, out: Path, config
     start = time.time()
     length = {"max_steps": steps} if steps else {"max_steps": -1, "num_train_epochs": args.rec_epochs, "min_steps": 0,
                                                   "valid_users": 0}
-    # The budget alone limits the history (the configs set no max_history_items), as in the paper.
+    # The budget alone limits the history (the configs set no max_history_items), as in the paper. The ID forms are
+    # compared by what the model does with them: no transition count re-ranks its beam.
     rec = finetune.trained_or_train(
         config, data_dir=args.data_dir, codebook=codebook_dir, output_dir=out, seed=seed,
-        example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0,
+        example_seed=seed, history_token_budget=budget, save_steps=10**6, eval_examples=0, transition_prior=False,
         model_name_or_path=args.model_name_or_path, **args.recommender_settings(), **length, **overrides)
     train_seconds = time.time() - start
     ev = evaluate_recommender(rec, data, "test", KS, num_beams=args.num_beams, max_users=eval_users,

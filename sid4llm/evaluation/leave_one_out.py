@@ -92,7 +92,7 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
                          num_beams: int | None = None, batch_size: int = 16, max_users: int | None = None,
                          invalid_rate_users: int = 64, accelerator=None, show_progress: bool = True,
                          exclude_seen: bool = True, report_with_seen: bool = False, seed: int = 0,
-                         style: str = "ids", return_rankings: bool = False) -> dict:
+                         style: str = "ids", return_rankings: bool = False, prior_weight: float | None = None) -> dict:
     """Constrained top-K for the users of ``split`` (all, or a seeded random ``max_users``), metrics against
     the held-out targets, the most-popular floor on the same users under the same rule, and the invalid-ID
     rate of unconstrained greedy decoding on a sample of users.
@@ -101,7 +101,8 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     alike, as evaluations in the field do. ``report_with_seen`` also decodes with history items allowed and
     adds ``model_with_seen`` / ``most_popular_with_seen``. Under ``accelerate launch`` the users are split
     across processes and the rankings gathered (each user counted once). ``style``: the prompt the model reads,
-    ``ids`` (the history as an ID stream) or ``titles`` (the natural-language prompt that chat uses)."""
+    ``ids`` (the history as an ID stream) or ``titles`` (the natural-language prompt that chat uses).
+    ``prior_weight``: the weight of the recommender's transition prior (None: the saved one; 0: the model alone)."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()
@@ -117,11 +118,13 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     def score(ranked: list[list[int]]) -> dict:
         return ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
 
+    prior = getattr(recommender, "transition_prior", None)
     result = {"split": split, "exclude_seen": exclude_seen, "user_sample_seed": seed if max_users else None,
-              "prompt_style": style}
+              "prompt_style": style,
+              "transition_prior_weight": (prior.weight if prior_weight is None else prior_weight) if prior else None}
     for name, exclude in [("", exclude_seen)] + ([("_with_seen", False)] if report_with_seen and exclude_seen else []):
         ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
-                                             accelerator, show_progress, style)
+                                             accelerator, show_progress, style, prior_weight)
         metrics = score(ranked)
         if return_rankings and not name:
             result["rankings"] = {"users": users, "targets": [int(t) for t in targets], "model": ranked}
@@ -141,7 +144,8 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
 
 
 def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude_seen, accelerator,
-                       show_progress, style: str = "ids") -> tuple[list[list[int]], float]:
+                       show_progress, style: str = "ids",
+                       prior_weight: float | None = None) -> tuple[list[list[int]], float]:
     """Every user's top-``k`` codebook indices (this process's share decoded here, all gathered) and the time."""
     import time
 
@@ -151,7 +155,8 @@ def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude
     with accelerator.split_between_processes(list(range(len(histories)))) as mine:
         recs = recommender.recommend([histories[u] for u in mine], k=k, num_beams=num_beams, batch_size=batch_size,
                                      exclude_seen=exclude_seen, style=style,
-                                     show_progress=show_progress and accelerator.is_main_process)
+                                     show_progress=show_progress and accelerator.is_main_process,
+                                     **({} if prior_weight is None else {"prior_weight": prior_weight}))
         local = [(u, [r["index"] for r in ranked]) for u, ranked in zip(mine, recs)]
     return [r for _, r in sorted(gather_object(local))], time.time() - start
 

@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import PreparedData
 from ..decoding.columns import IdDecoder, id_head_rows
+from ..decoding.transition_prior import ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..vocabulary import IdVocabulary
 from .embedding_init import init_id_embeddings
@@ -28,6 +29,7 @@ from .model_selection import (
     TrainingTimeBudget,
     ValidationRecall,
     WeightAverage,
+    fit_transition_prior_weight,
     plan_training_steps,
     sampled_users,
 )
@@ -76,6 +78,14 @@ class SidDataArguments:
         "help": "Fit training (validation included) into this many minutes on this machine: the run times its "
                 "first steps and takes fewer steps than planned when they would not fit, the learning-rate schedule "
                 "re-fitted to them; it stops at the limit whatever. 0: no limit, the planned steps."})
+    transition_prior: bool = field(default=False, metadata={
+        "help": "After training, count item transitions in the train histories and choose on valid users how much "
+                "they re-rank the model's beam (sid4llm.decoding.transition_prior); saved with the model, weight 0 "
+                "when they do not help."})
+    transition_prior_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.8, 1.0], metadata={
+        "help": "The re-ranking weights tried (0, the model alone, always is)."})
+    transition_prior_users: int = field(default=2000, metadata={
+        "help": "Seeded valid users the weight is chosen on (all when fewer)."})
 
 
 def load_codebook(path: str | Path) -> SemanticIdCodebook:
@@ -330,6 +340,9 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
                **({"validation": selection.summary()} if selection else {})}
     categories = list(data.items["categories"]) if "categories" in data.items.column_names else None
     recommender = SidRecommender(trainer.model, vocab, recommendation_generation_config(vocab), config, categories, results)
+    if data_args.transition_prior:
+        recommender.transition_prior, recommender.results["transition_prior"] = transition_prior_for(
+            recommender, data, data_args, training_args.seed)
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         recommender.save_pretrained(out)
@@ -354,7 +367,7 @@ TRAINING_SETTINGS = ("max_steps", "num_train_epochs", "per_device_train_batch_si
 
 # The SidDataArguments that change what a run learns or which of its states is kept.
 DATA_SETTINGS = ("eval_examples", "min_steps", "valid_users", "valid_every", "valid_patience", "weight_average_decay",
-                 "max_train_minutes")
+                 "max_train_minutes", "transition_prior", "transition_prior_weights", "transition_prior_users")
 
 
 def training_settings(training_args: TrainingArguments, data_args: SidDataArguments) -> dict:
@@ -377,6 +390,21 @@ def validation_recall(data: PreparedData, vocab: IdVocabulary, config: SidRecomm
     return ValidationRecall(lambda model: SidRecommender(model, vocab, generation, as_trained), histories, targets,
                             every=data_args.valid_every or max(1, steps // 10), patience=data_args.valid_patience,
                             averaged=averaged)
+
+
+def transition_prior_for(recommender: SidRecommender, data: PreparedData, data_args: SidDataArguments,
+                         seed: int) -> tuple[ItemTransitionPrior, dict]:
+    """The train histories' item transitions, their re-ranking weight chosen on seeded valid users with the kept
+    model as the recommender (in eval mode) decodes."""
+    train = data.sequences["train"]
+    prior = ItemTransitionPrior.count([list(h) + [t] for h, t in zip(train["history"], train["target"])],
+                                      len(recommender.codebook))
+    valid = data.sequences["valid"]
+    users = sampled_users(len(valid), data_args.transition_prior_users, seed)
+    recommender.model.eval()
+    summary = fit_transition_prior_weight(recommender, prior, [list(valid[u]["history"]) for u in users],
+                                          [int(valid[u]["target"]) for u in users], data_args.transition_prior_weights)
+    return prior, summary
 
 
 def load_finished_run(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,

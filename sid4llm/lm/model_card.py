@@ -56,6 +56,12 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
                 for name, r in ((name, evaluation.get(name, {})) for name in ("model", "most_popular"))]
         lines += [f"## Evaluation ({evaluation.get('split', 'test')} split, full catalogue, constrained beam search)", "",
                   markdown_table(["", *metrics], rows), ""]
+    prior = results.get("transition_prior")
+    if prior:
+        lines += ["## Transition prior", "",
+                  f"Item transitions counted from the train histories re-rank the beam's {prior.get('candidates')} "
+                  f"candidates with weight {prior.get('weight'):g} (chosen on {prior.get('users'):,} valid users; "
+                  "0 would be the model alone): `transition_prior/`.", ""]
     train = {k: v for k, v in results.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
     if train:
         lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]

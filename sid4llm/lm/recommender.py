@@ -5,6 +5,7 @@ loaded as one folder (flat, as on the Hub)::
     tokenizer files + sid_vocabulary.json             the extended tokenizer, pinned to the codebook
     codebook/                                         the SemanticIdCodebook
     generation_config.json                            complete: greedy beams, do_sample=False
+    transition_prior/                                 optional: item transition counts that re-rank the beam
     sid4llm_config.json                               how to rebuild: base model, PEFT or not
     README.md                                         model card
 
@@ -24,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
 from ..artifacts import ArtifactError, read_json
+from ..decoding.transition_prior import PRIOR_DIR, ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..vocabulary import VOCAB_FILE, IdVocabulary
 from .models import ModelArguments, first_layers_view, load_causal_lm, peft_without_its_deprecation
@@ -60,9 +62,11 @@ def _adapter_off(model):
 class SidRecommender:
     def __init__(self, model: PreTrainedModel, vocab: IdVocabulary, generation_config: GenerationConfig,
                  config: SidRecommenderConfig | None = None, item_categories: list[list[str]] | None = None,
-                 results: dict | None = None):
+                 results: dict | None = None, transition_prior=None):
         """``config``: the settings it was built with (default: the argument defaults, for a model built in code);
-        ``results``: what its runs measured (``metrics``, ``example_stats``, ``evaluation``), saved as results.json."""
+        ``results``: what its runs measured (``metrics``, ``example_stats``, ``evaluation``), saved as results.json;
+        ``transition_prior``: an :class:`~sid4llm.decoding.transition_prior.ItemTransitionPrior` whose weight
+        re-ranks the beam's candidates for ID-stream histories (None: the model alone)."""
         self.model = model
         self.vocab = vocab
         self.tokenizer = vocab.tokenizer
@@ -73,6 +77,7 @@ class SidRecommender:
             task_args=TaskArguments())
         self.results = dict(results or {})
         self.item_categories = [list(c or []) for c in item_categories] if item_categories is not None else None
+        self.transition_prior = transition_prior
 
     # ------------------------------------------------------------------ the two paths of one artefact
     @cached_property
@@ -151,7 +156,7 @@ class SidRecommender:
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
                   style: str = "ids", exclude_seen: bool = True, exclude=None,
                   show_progress: bool = False, texts: list[str] | None = None,
-                  cold_share: float = 0.0) -> list[list[dict]]:
+                  cold_share: float = 0.0, prior_weight: float | None = None) -> list[list[dict]]:
         """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
         ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
         ``cold_share`` > 0 gives up to that share of each list to items added after training
@@ -162,7 +167,11 @@ class SidRecommender:
         ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
         left-out item, and widens for a user whose list would come out short, so the list holds ``k`` items. ``num_beams`` defaults to the
         saved generation config's (at least ``k``). ``texts`` (one per history) are requests in words, read with
-        ``style="request"``."""
+        ``style="request"``.
+
+        With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
+        alone) and ``style="ids"``, the search finishes ``num_beams`` items and the ``k`` best by log p_model +
+        weight · log p_prior are returned, ``score`` being that sum."""
         from tqdm.auto import tqdm
 
         from ..decoding.top_k import recommend_top_k
@@ -178,10 +187,15 @@ class SidRecommender:
         prompts = [self.history_prompt_ids(h, style, texts[n] if texts is not None else None) for n, h in enumerate(indexed)]
         beams = max(num_beams or self.generation_config.num_beams or k, k)
         n_items = len(self.codebook)
+        prior = self.transition_prior if style == "ids" else None
+        weight = (prior.weight if prior_weight is None else prior_weight) if prior is not None else 0.0
+        pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
-            found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], k, width,
+            found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], max(pool, k), width,
                                     self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
+            if weight:
+                found = [prior.rerank(ranked, indexed[u], k, weight) for u, ranked in zip(users, found)]
             return dict(zip(users, found))
 
         def short_of(results: dict) -> list[int]:
@@ -306,6 +320,8 @@ class SidRecommender:
             (out / CATALOGUE_FILE).write_text(json.dumps({"categories": self.item_categories}))
         self.codebook.save_pretrained(out / "codebook")
         self.generation_config.save_pretrained(out)
+        if self.transition_prior is not None:
+            self.transition_prior.save_pretrained(out / PRIOR_DIR)
         self.save_description(out, model_card)
         return out
 
@@ -370,7 +386,8 @@ class SidRecommender:
             if not isinstance(categories, list) or len(categories) != len(codebook):
                 raise ArtifactError(f"{path / CATALOGUE_FILE}: 'categories' must list one entry per item "
                                     f"({len(codebook)}), got {type(categories).__name__}")
-        return cls(model, vocab, generation_config, config, categories, results)
+        prior = ItemTransitionPrior.from_pretrained(path / PRIOR_DIR) if (path / PRIOR_DIR).is_dir() else None
+        return cls(model, vocab, generation_config, config, categories, results, prior)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     model_card: str | None = None, commit_message: str = "Upload sid4llm recommender") -> str:
