@@ -121,6 +121,34 @@ def test_recall_vs_time_adds_a_new_run_to_an_already_merged_plot(tmp_path):
         script.merge_curves(script.CurveArguments(merge=[str(tmp_path / "metrics.json")]))
 
 
+def test_budget_points_make_a_curve_of_whole_runs_that_recall_vs_time_can_merge(tmp_path):
+    points, merge = _script("budget_points"), _script("recall_vs_time")
+
+    def run_and_test(name: str, seconds: float, recall: float) -> list[str]:
+        (tmp_path / f"{name}_run.json").write_text(json.dumps({"metrics": {"train_runtime": seconds},
+                                                               "validation": {"best": {"step": 7}}}))
+        model = {"recall@10": recall, "ndcg@10": recall / 2, "coverage@10": 0.5, "n_users": 40}
+        (tmp_path / f"{name}_test.json").write_text(json.dumps({"model": model, "most_popular": {"recall@10": 0.05},
+                                                                "transition_prior_weight": 0.3}))
+        return [str(tmp_path / f"{name}_run.json"), str(tmp_path / f"{name}_test.json")]
+
+    long, short = run_and_test("long", 1800, 0.3), run_and_test("short", 600, 0.2)
+    out = tmp_path / "curve.json"
+    curve = points.main(["--runs", long[0], short[0], "--tests", long[1], short[1], "--label", "budgets",
+                         "--dataset", "toy", "--json", str(out)])
+    assert [(p["minutes"], p["recall@10"]) for p in curve["points"]] == [(10.0, 0.2), (30.0, 0.3)]  # by minutes
+    assert curve["points"][0]["transition_prior_weight"] == 0.3 and curve["most_popular_recall@10"] == 0.05
+    merged = tmp_path / "merged.json"
+    merge.merge_curves(merge.CurveArguments(merge=[str(out)], json=str(merged)))
+    assert json.loads(merged.read_text())["curves"][0]["label"] == "budgets"
+
+    with pytest.raises(SystemExit):  # one test file per run
+        points.main(["--runs", long[0], "--tests", long[1], short[1], "--label", "x", "--dataset", "toy",
+                     "--json", str(out)])
+    with pytest.raises(SystemExit, match="long_test.json.*missing"):  # the file named, not a KeyError
+        points.main(["--runs", long[1], "--tests", long[1], "--label", "x", "--dataset", "toy", "--json", str(out)])
+
+
 def test_classical_baselines_find_what_follows_what_and_never_list_seen_items(tmp_path, tiny_prepared, capsys):
     script = _script("classical_baselines")
     # item 9 always follows item 4 in train histories: a transition count finds it, whatever its popularity
