@@ -100,16 +100,31 @@ class ItemTransitionPrior:
         p = votes / votes.sum(1, keepdim=True).clamp(min=1e-12)
         return torch.log(p + 1.0 / n)
 
+    def candidate_log_prior(self, ranked: list[tuple[int, float]], history: Sequence[int]) -> list[float]:
+        """log(p_prior + 1/n) at each item of ``ranked`` ((index, log p_model), from the beam): what re-ranking
+        adds, weighted, whatever the weight — so weights can be compared on one computation."""
+        if not ranked:
+            return []
+        prior = self.log_prior([history], max(max(i for i, _ in ranked) + 1, self.config.n_items))[0]
+        return [float(prior[i]) for i, _ in ranked]
+
+    @staticmethod
+    def fuse(ranked: list[tuple[int, float]], log_prior: list[float], k: int,
+             weight: float) -> list[tuple[int, float]]:
+        """The ``k`` best of ``ranked`` by log p_model + weight · ``log_prior`` (ties: lower index); weight 0: the
+        beam's own order."""
+        if not weight:
+            return list(ranked[:k])
+        fused = [(i, s + weight * p) for (i, s), p in zip(ranked, log_prior)]
+        return sorted(fused, key=lambda r: (-r[1], r[0]))[:k]
+
     def rerank(self, ranked: list[tuple[int, float]], history: Sequence[int], k: int,
                weight: float | None = None) -> list[tuple[int, float]]:
         """The ``k`` best of ``ranked`` ((index, log p_model), from the beam) by log p_model + weight · log prior."""
         weight = self.weight if weight is None else weight
-        if not weight or not ranked:
+        if not weight:
             return list(ranked[:k])
-        n = max(max(i for i, _ in ranked) + 1, self.config.n_items)
-        prior = self.log_prior([history], n)[0]
-        fused = [(i, s + weight * float(prior[i])) for i, s in ranked]
-        return sorted(fused, key=lambda r: (-r[1], r[0]))[:k]
+        return self.fuse(ranked, self.candidate_log_prior(ranked, history), k, weight)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path) -> Path:

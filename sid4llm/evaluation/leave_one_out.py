@@ -118,10 +118,8 @@ def evaluate_recommender(recommender, data, split: str = "test", ks: Sequence[in
     def score(ranked: list[list[int]]) -> dict:
         return ranking_metrics(ranked, targets, n_items, ks, popularity, id_lengths=id_lengths)
 
-    prior = getattr(recommender, "transition_prior", None)
     result = {"split": split, "exclude_seen": exclude_seen, "user_sample_seed": seed if max_users else None,
-              "prompt_style": style,
-              "transition_prior_weight": (prior.weight if prior_weight is None else prior_weight) if prior else None}
+              "prompt_style": style, "transition_prior_weight": recommender.transition_prior_weight(prior_weight)}
     for name, exclude in [("", exclude_seen)] + ([("_with_seen", False)] if report_with_seen and exclude_seen else []):
         ranked, seconds = _gathered_rankings(recommender, histories, k_max, num_beams, batch_size, exclude,
                                              accelerator, show_progress, style, prior_weight)
@@ -156,7 +154,7 @@ def _gathered_rankings(recommender, histories, k, num_beams, batch_size, exclude
         recs = recommender.recommend([histories[u] for u in mine], k=k, num_beams=num_beams, batch_size=batch_size,
                                      exclude_seen=exclude_seen, style=style,
                                      show_progress=show_progress and accelerator.is_main_process,
-                                     **({} if prior_weight is None else {"prior_weight": prior_weight}))
+                                     prior_weight=prior_weight)
         local = [(u, [r["index"] for r in ranked]) for u, ranked in zip(mine, recs)]
     return [r for _, r in sorted(gather_object(local))], time.time() - start
 

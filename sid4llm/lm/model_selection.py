@@ -322,9 +322,10 @@ def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], 
     beams = max(recommender.generation_config.num_beams or k, k)
     found = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=batch_size, prior_weight=0.0)
     ranked = [[(r["index"], r["score"]) for r in lists] for lists in found]
+    log_priors = [prior.candidate_log_prior(r, h) for r, h in zip(ranked, histories)]  # the same for every weight
     recall, ndcg = {}, {}
     for weight in sorted({0.0, *map(float, weights)}):
-        ranks = [[i for i, _ in prior.rerank(r, h, k, weight)] for r, h in zip(ranked, histories)]
+        ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(ranked, log_priors)]
         hit_at = [top.index(t) if t in top else None for top, t in zip(ranks, targets)]
         users = max(len(targets), 1)
         recall[weight] = round(sum(at is not None for at in hit_at) / users, 4)

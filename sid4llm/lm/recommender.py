@@ -153,6 +153,13 @@ class SidRecommender:
             raise ValueError(f"style must be 'ids', 'titles' or 'request', got {style!r}")
         return builder.text_prompt_ids(builder.natural_language_prompt(builder.budget(items))) + [self.vocab.begin_id]
 
+    def transition_prior_weight(self, prior_weight: float | None = None) -> float | None:
+        """The weight the transition prior re-ranks ID-history decodes with: ``prior_weight`` if given, else the
+        saved one; None without a prior."""
+        if self.transition_prior is None:
+            return None
+        return self.transition_prior.weight if prior_weight is None else prior_weight
+
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
                   style: str = "ids", exclude_seen: bool = True, exclude=None,
                   show_progress: bool = False, texts: list[str] | None = None,
@@ -187,15 +194,15 @@ class SidRecommender:
         prompts = [self.history_prompt_ids(h, style, texts[n] if texts is not None else None) for n, h in enumerate(indexed)]
         beams = max(num_beams or self.generation_config.num_beams or k, k)
         n_items = len(self.codebook)
-        prior = self.transition_prior if style == "ids" else None
-        weight = (prior.weight if prior_weight is None else prior_weight) if prior is not None else 0.0
+        weight = self.transition_prior_weight(prior_weight) if style == "ids" else None
         pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
-            found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], max(pool, k), width,
+            found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], pool, width,
                                     self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
             if weight:
-                found = [prior.rerank(ranked, indexed[u], k, weight) for u, ranked in zip(users, found)]
+                found = [self.transition_prior.rerank(ranked, indexed[u], k, weight)
+                         for u, ranked in zip(users, found)]
             return dict(zip(users, found))
 
         def short_of(results: dict) -> list[int]:
