@@ -19,15 +19,12 @@ from transformers import TrainingArguments
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
 from sid4llm.decoding.columns import IdDecoder
-from sid4llm.lm.finetuning import (
-    IdLossTrainer,
-    ModelArguments,
-    apply_lora,
-    build_model_and_vocab,
-    load_codebook,
-)
-from sid4llm.lm.tasks import IGNORE_INDEX, PackedCollator, TaskArguments, build_segments, pack_segments
+from sid4llm.lm.models import ModelArguments
+from sid4llm.lm.tasks import IGNORE_INDEX, TaskArguments, build_segments
 from sid4llm.reporting import write_json
+from sid4llm.training.finetuning import apply_lora, build_model_and_vocab, load_codebook
+from sid4llm.training.packing import PackedCollator, pack_segments
+from sid4llm.training.trainer import IdLossTrainer
 
 
 @dataclass

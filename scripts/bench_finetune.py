@@ -24,18 +24,15 @@ import typing
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
 from sid4llm.cli import parse_config_and_args
-from sid4llm.lm.finetuning import (
-    ModelArguments,
-    SidDataArguments,
-    build_vocab,
-    load_codebook,
-    run_finetune,
-)
-from sid4llm.lm.tasks import PackedCollator, TaskArguments
+from sid4llm.lm.models import ModelArguments
+from sid4llm.lm.tasks import TaskArguments
 from sid4llm.reporting import markdown_table, write_json
+from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
+from sid4llm.training.finetuning import build_vocab, load_codebook
+from sid4llm.training.packing import PackedCollator
 
 
 @dataclass
@@ -119,7 +116,7 @@ def run_one(model_args, data_args, task_args, training_args, bench: BenchArgumen
     codebook = load_codebook(data_args.codebook)
     vocab = build_vocab(model_args, codebook, task_args.text_tasks)  # the token ids the run will use
     collator = CountingCollator(vocab.tokenizer.pad_token_id, vocab.end_id)
-    data_args.eval_examples = data_args.valid_users = 0  # time training steps, not evaluations or model selection
+    training_args.eval_examples = training_args.valid_users = 0  # time training steps, not evaluations or selection
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.time()
@@ -190,5 +187,5 @@ def main(model_args, data_args, task_args, training_args, bench: BenchArguments)
 
 if __name__ == "__main__":
     model_args, data_args, task_args, training_args, bench_args = parse_config_and_args(
-        [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments, BenchArguments])
+        [ModelArguments, SidDataArguments, TaskArguments, SidTrainingConfig, BenchArguments])
     main(model_args, data_args, task_args, training_args, bench_args)

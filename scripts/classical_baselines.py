@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.evaluation.leave_one_out import DEFAULT_KS, most_popular_rankings, ranking_metrics
+from sid4llm.evaluation.leave_one_out import most_popular_rankings
+from sid4llm.metrics import DEFAULT_KS, ranking_metrics
 from sid4llm.reporting import machine_description, markdown_table, write_json
 
 LIST_LENGTH = max(DEFAULT_KS)  # ranked lists as long as the longest cut-off ranking_metrics reports

@@ -18,12 +18,13 @@ from pathlib import Path
 
 # Lowest first: a module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("sid4llm", "sid4llm.artifacts", "sid4llm.cache", "sid4llm.hub", "sid4llm.reporting"),
+    ("sid4llm", "sid4llm.artifacts", "sid4llm.cache", "sid4llm.hub", "sid4llm.metrics", "sid4llm.reporting"),
     ("sid4llm.data",),
     ("sid4llm.ids",),
     ("sid4llm.vocabulary",),
     ("sid4llm.decoding",),
     ("sid4llm.lm",),
+    ("sid4llm.training",),
     ("sid4llm.pipeline",),
     ("sid4llm.evaluation",),
     ("sid4llm.serving",),

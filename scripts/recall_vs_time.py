@@ -23,16 +23,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
 from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
-from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, build_vocab, load_codebook, run_finetune
+from sid4llm.lm.models import ModelArguments
 from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.recommender_config import SidRecommenderConfig
 from sid4llm.lm.tasks import TaskArguments
 from sid4llm.reporting import machine_description, markdown_table, write_json
+from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
+from sid4llm.training.finetuning import build_vocab, load_codebook, recommender_config, training_record
 
 
 @dataclass
@@ -92,8 +93,8 @@ class RecallClock(TrainerCallback):
 def run_curve(model_args, data_args, task_args, training_args, curve: CurveArguments) -> dict:
     data = PreparedData.load(data_args.data_dir)
     vocab = build_vocab(model_args, load_codebook(data_args.codebook), task_args.text_tasks)  # the run's token ids
-    config = SidRecommenderConfig(base_model=model_args.model_name_or_path, model_args=model_args, task_args=task_args,
-                                  from_scratch=model_args.from_scratch)
+    config = recommender_config(model_args, task_args, training_args, data,
+                                training_record(model_args, task_args, training_args), len(vocab.codebook))
 
     def evaluate(model) -> dict:
         recommender = SidRecommender(model, vocab, recommendation_generation_config(vocab, curve.curve_beams), config)
@@ -104,10 +105,10 @@ def run_curve(model_args, data_args, task_args, training_args, curve: CurveArgum
 
     clock = RecallClock(list(curve.at_minutes), evaluate,
                         curve.stop_after_last_mark)
-    if data_args.max_train_minutes > 0:  # its clock would count the curve's own evaluations as training time
+    if training_args.max_train_minutes > 0:  # its clock would count the curve's own evaluations as training time
         logging.getLogger(__name__).warning("max_train_minutes=%g is off for a curve: the marks set the minutes",
-                                            data_args.max_train_minutes)
-        data_args.max_train_minutes = 0.0
+                                            training_args.max_train_minutes)
+        training_args.max_train_minutes = 0.0
     start = time.time()
     run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock])
     label = curve.label or Path(training_args.output_dir).name
@@ -184,5 +185,5 @@ if __name__ == "__main__":
             merge_curves(curve_args)
         else:
             model_args, data_args, task_args, training_args, curve_args = parse_config_and_args(
-                [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments, CurveArguments])
+                [ModelArguments, SidDataArguments, TaskArguments, SidTrainingConfig, CurveArguments])
             run_curve(model_args, data_args, task_args, training_args, curve_args)

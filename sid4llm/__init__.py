@@ -8,6 +8,7 @@ _LAZY = {
     "RecommendationPipeline": "sid4llm.pipeline",
     "IdVocabulary": "sid4llm.vocabulary",
     "PreparedData": "sid4llm.data",
+    "CatalogueProfile": "sid4llm.data",
 }
 
 

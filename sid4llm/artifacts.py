@@ -15,6 +15,11 @@ class ArtifactError(ValueError):
     """A saved artefact's file is missing, truncated or malformed; the message names the file."""
 
 
+class SettingsError(ValueError):
+    """A setting that cannot work as given (on this machine, or with another setting); the message says which
+    flag to change."""
+
+
 def read_json(path: str | Path, required_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """A JSON object from ``path``, or an :class:`ArtifactError` naming the file (and the keys it lacks)."""
     path = Path(path)

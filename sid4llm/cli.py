@@ -49,8 +49,17 @@ def load_arguments(types: Sequence[type], config: str | Path | None = None, **ov
     command calls another (typed values in, typed values out; no argv strings between them). A key that no
     dataclass knows is an error naming it; an override of ``None`` means "not given" (the config's value or
     the default stays); paths are taken as strings."""
+    from dataclasses import fields
+
+    from .artifacts import SettingsError
+
     values = read_config(config)
     values.update({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
+    known = {f.name for kind in types for f in fields(kind) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" (config {config})" if config is not None else ""
+        raise SettingsError(f"unknown setting(s) {', '.join(_with_closest(k, known, '') for k in unknown)}{where}")
     parser = HfArgumentParser(list(types))
     try:
         return tuple(parser.parse_dict(values, allow_extra_keys=False))
@@ -92,14 +101,28 @@ def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: 
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            parser.error(f"{path}: unknown argument(s) {unknown}")
+            sys.exit(f"error: {path}: unknown key(s) {', '.join(_with_closest(k, known, '') for k in unknown)}")
         parser.set_defaults(**values)
         # Arguments that are required on the command line are satisfied by the config file.
         for action in parser._actions:
             if action.dest in values:
                 action.required = False
-    outputs = parser.parse_args_into_dataclasses(args=args)
+    *outputs, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    if remaining:
+        flags = {s for action in parser._actions for s in action.option_strings}
+        unknown = [a.split("=", 1)[0] for a in remaining if a.startswith("-")] or remaining[:1]
+        sys.exit(f"error: unknown flag(s) {', '.join(_with_closest(u, flags, '--') for u in unknown)} "
+                 f"(--help lists them)")
     return tuple(outputs[: len(dataclass_types)])  # the rest is the namespace holding --config
+
+
+def _with_closest(name: str, known: set[str], prefix: str) -> str:
+    """``'--bogus'`` or ``'--lora_rr (did you mean --lora_r?)'``: a name the parser does not know, with the known
+    name closest to it."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"{name} (did you mean {prefix}{close[0].removeprefix(prefix) if prefix else close[0]}?)" if close else name
 
 
 def peek_option(name: str, default: str | None = None, args: list[str] | None = None) -> str | None:
@@ -127,12 +150,12 @@ def peek_option(name: str, default: str | None = None, args: list[str] | None = 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The errors that mean bad input (a file, a flag, a saved artefact), not a bug in sid4llm."""
-    from .artifacts import ArtifactError
+    from .artifacts import ArtifactError, SettingsError
     from .data import DataFormatError
     from .data.item_embeddings import EmbeddingError
     from .ids import IdInputError
 
-    return (ArtifactError, DataFormatError, EmbeddingError, IdInputError, FileExistsError, FileNotFoundError)
+    return (ArtifactError, SettingsError, DataFormatError, EmbeddingError, IdInputError, FileExistsError, FileNotFoundError)
 
 
 @contextmanager

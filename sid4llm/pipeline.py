@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.profile import CatalogueProfile
 from .data.titles import TitleIndex, spoken_title
 from .lm.narration import Narrator
 from .lm.recommender import SidRecommender
@@ -61,11 +62,17 @@ class RecommendationPipeline:
         return self.recommender.codebook
 
     @property
+    def profile(self) -> CatalogueProfile:
+        """The catalogue's words (what its items are called, how the assistant speaks), saved with the model."""
+        return self.recommender.config.profile
+
+    @property
     def titles(self) -> TitleIndex:
         """Built on first use and again whenever items were added."""
         cb = self.codebook
         if self._titles is None or len(self._titles.titles) != len(cb):
-            self._titles = TitleIndex(cb.titles or cb.item_ids, cb.popularity, cb.item_ids, self.fuzzy_cutoff)
+            self._titles = TitleIndex(cb.titles or cb.item_ids, cb.popularity, cb.item_ids, self.fuzzy_cutoff,
+                                      self.profile)
         return self._titles
 
     def item(self, index: int, score: float | None = None) -> dict:
@@ -91,7 +98,7 @@ class RecommendationPipeline:
     # ------------------------------------------------------------------ recommending
     def recommend(self, history, k: int = 10, exclude: Sequence[str | int] = (), exclude_history: bool = True,
                   style: str = "ids", num_beams: int | None = None, by_index: bool = False,
-                  cold_share: float = 0.0) -> list[dict]:
+                  cold_share: float | None = None) -> list[dict]:
         """Top-``k`` items after ``history`` (or, given a list of histories, one list per history): titles or
         item ids (strings or ints, as in the data). A bare string is one title. ``by_index=True`` takes
         codebook indices instead (in ``history`` and ``exclude``).
@@ -118,7 +125,7 @@ class RecommendationPipeline:
         """The prompt a chat turn's list comes from: the request (the message's words + the items it names, as an
         ID stream) when the model learned the ``requests`` task, else the natural-language prompt when it learned
         that, else the ID stream of the items named."""
-        tasks = self.recommender.prompt_builder.args.task_list()
+        tasks = self.recommender.config.prompt.tasks
         return "request" if "requests" in tasks else "titles" if "natural_language" in tasks else "ids"
 
     @property
@@ -130,7 +137,8 @@ class RecommendationPipeline:
     @cached_property
     def narrator(self) -> Narrator:
         rec = self.recommender
-        return Narrator(rec.words_model, rec.tokenizer, rec.vocab.new_token_ids, mentions=self.titles.find_mentions)
+        return Narrator(rec.words_model, rec.tokenizer, rec.vocab.new_token_ids, mentions=self.titles.find_mentions,
+                        profile=self.profile)
 
     def chat(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (), exclude: Sequence[str | int] = (),
              max_new_tokens: int = 40, prose: bool | None = None) -> dict:
@@ -162,11 +170,10 @@ class RecommendationPipeline:
                 shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict) and "index" in item]
         unknown += [name for name in _quoted(text) if self.titles.lookup(name) is None]
         if not text.strip() or not re.search(r"\w", text):
-            return self._reply("Tell me what you'd like to watch: a kind of movie (\"a funny animated movie for my "
-                               "kids\"), or titles you liked.", [], named, unknown, note)
+            return self._reply(self.profile.fill(self.profile.ask_hint), [], named, unknown, note)
         if not named and _is_small_talk(text):
             words = self.narrator.greet(text, max_new_tokens) if speak else ""
-            return self._reply(words or "Hello! Tell me what you'd like to watch.", [], named, unknown, note)
+            return self._reply(words or self.profile.fill(self.profile.greeting), [], named, unknown, note)
         banned = set(shown) | set(self.resolve(list(exclude)) if exclude else ())
         recommended = self.recommend_request(text, named, k=k, exclude=banned)
         words = ""

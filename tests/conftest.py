@@ -98,12 +98,17 @@ CHATML_TEMPLATE = (
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> str:
     """A 2-layer Llama and a byte-level BPE tokenizer with a ChatML template, saved as an HF folder."""
+    corpus = [f"movie {i} drama comedy what is the id of the item which item has i liked these in order "
+              "what should i watch next answer with an item id you are a recommender" for i in range(40)]
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_lm"), corpus)
+
+
+def save_tiny_llama(path, corpus: list[str]) -> str:
+    """A 2-layer Llama (tied head) with a byte-level BPE tokenizer trained on ``corpus`` and a ChatML template."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    corpus = [f"movie {i} drama comedy what is the id of the item which item has i liked these in order "
-              "what should i watch next answer with an item id you are a recommender" for i in range(40)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -118,15 +123,15 @@ def tiny_lm_dir(tmp_path_factory) -> str:
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
                          tie_word_embeddings=True, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
                          bos_token_id=fast.bos_token_id)
-    path = tmp_path_factory.mktemp("tiny_lm")
     LlamaForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
     return str(path)
 
 
-def prepare_with_codebook(root, events, items, encoder_dir: str) -> dict:
+def prepare_with_codebook(root, events, items, encoder_dir: str, **prepare_args) -> dict:
     """``events`` (user, item, seconds) and an ``items`` frame written as CSV, prepared with the encoder at
-    ``encoder_dir``, and a small variable-length codebook trained on them: ``{"data_dir", "codebook_dir"}``."""
+    ``encoder_dir`` (and ``prepare_args``, e.g. a profile), and a small variable-length codebook trained on them:
+    ``{"data_dir", "codebook_dir"}``."""
     import pandas as pd
 
     from sid4llm.data import PrepareDataArguments, PreparedData, prepare_dataset
@@ -137,7 +142,8 @@ def prepare_with_codebook(root, events, items, encoder_dir: str) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SID4LLM_CACHE", str(root / "cache"))
         data_dir = prepare_dataset(PrepareDataArguments(output_dir=str(root / "data"), dataset=str(root / "events.csv"),
-                                                        item_file=str(root / "items.csv"), encoder=encoder_dir))
+                                                        item_file=str(root / "items.csv"), encoder=encoder_dir,
+                                                        **prepare_args))
     data = PreparedData.load(data_dir)
     codebook = train_semantic_ids(data.item_embeddings(), data.item_popularity,
                                   DVAEConfig(vocab_size=4, max_length=3, hidden_dim=16, heads=2),
@@ -203,18 +209,18 @@ def fake_hub(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory, tiny_lm_dir, tiny_prepared) -> str:
     """A LoRA recommender fine-tuned for a few steps on the tiny dataset, saved as on the Hub."""
-    from transformers import TrainingArguments
-
-    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.models import ModelArguments
     from sid4llm.lm.tasks import TaskArguments
+    from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
 
     out = tmp_path_factory.mktemp("pipeline") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8),
-                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
+                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"]),
                  TaskArguments(tasks=["sequential", "natural_language", "alignment"], windows_per_user=2,
                                history_token_budget=40, max_seq_length=128),
-                 TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
-                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
+                 SidTrainingConfig(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
+                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+                                   eval_examples=0))
     return str(out)
 
 
@@ -247,22 +253,23 @@ def chat_prepared(tmp_path_factory, tiny_encoder_dir):
 
     events = [(u, f"m{int(i[1:]) + 1}", t) for u, i, t in make_events(n_users=40, n_items=12, per_user=8, seed=1)]
     return prepare_with_codebook(tmp_path_factory.mktemp("chat_prepared"), events,
-                                 pd.DataFrame(CHAT_CATALOGUE, columns=["item_id", "title", "genres"]), tiny_encoder_dir)
+                                 pd.DataFrame(CHAT_CATALOGUE, columns=["item_id", "title", "genres"]), tiny_encoder_dir,
+                                 profile="movielens")
 
 
 @pytest.fixture(scope="session")
 def chat_dir(tmp_path_factory, tiny_lm_dir, chat_prepared) -> str:
     """The quickstart's kind of artefact, tiny: an adapter trained fully on the first layer of a 2-layer base, on ID
     streams and requests; the whole base writes the words."""
-    from transformers import TrainingArguments
-
-    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.models import ModelArguments
     from sid4llm.lm.tasks import TaskArguments
+    from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
 
     out = tmp_path_factory.mktemp("chat") / "model"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, pretrained_layers=1, peft_layers="full"),
-                 SidDataArguments(data_dir=chat_prepared["data_dir"], codebook=chat_prepared["codebook_dir"], eval_examples=0),
+                 SidDataArguments(data_dir=chat_prepared["data_dir"], codebook=chat_prepared["codebook_dir"]),
                  TaskArguments(tasks=["sequential", "requests"], request_examples=200, history_token_budget=40, max_seq_length=128),
-                 TrainingArguments(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
-                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True))
+                 SidTrainingConfig(output_dir=str(out), max_steps=6, per_device_train_batch_size=8, learning_rate=5e-3,
+                                   save_steps=1000, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+                                   eval_examples=0))
     return str(out)

@@ -296,26 +296,25 @@ def test_a_recommender_without_its_id_token_pin_is_refused(saved_copy, tmp_path)
     record("saved recommender with `sid_vocabulary.json` deleted", err.value, tmp_path)
 
 
-def test_saved_task_arguments_must_match_this_version(saved_copy, tmp_path):
+def test_saved_prompt_settings_must_match_this_version(saved_copy, tmp_path):
     config_file = saved_copy / "sid4llm_config.json"
     config = json.loads(config_file.read_text())
-    renamed = dict(config, task_args={("history_budget" if k == "history_token_budget" else k): v
-                                      for k, v in config["task_args"].items()})
+    renamed = dict(config, prompt={("history_budget" if k == "history_token_budget" else k): v
+                                   for k, v in config["prompt"].items()})
     config_file.write_text(json.dumps(renamed))
-    with pytest.raises(ArtifactError, match=r"unknown key\(s\) \['history_budget'\] and missing key\(s\) "
+    with pytest.raises(ArtifactError, match=r"prompt has unknown key\(s\) \['history_budget'\] and missing key\(s\) "
                                             r"\['history_token_budget'\]") as err:
         SidRecommender.from_pretrained(saved_copy)
-    record("saved `task_args` with a renamed field", err.value, tmp_path)
+    record("saved `prompt` with a renamed field", err.value, tmp_path)
 
 
-def test_saved_model_arguments_must_match_this_version(saved_copy, tmp_path):
+def test_saved_decoding_settings_are_checked(saved_copy, tmp_path):
     config_file = saved_copy / "sid4llm_config.json"
     config = json.loads(config_file.read_text())
-    dropped = dict(config, model_args={k: v for k, v in config["model_args"].items() if k != "pretrained_layers"})
-    config_file.write_text(json.dumps(dropped))
-    with pytest.raises(ArtifactError, match=r"model_args has missing key\(s\) \['pretrained_layers'\]") as err:
+    config_file.write_text(json.dumps(dict(config, decoding={**config["decoding"], "num_beams": 0})))
+    with pytest.raises(ArtifactError, match=r"decoding: num_beams must be >= 1, got 0") as err:
         SidRecommender.from_pretrained(saved_copy)
-    record("saved `model_args` without a field", err.value, tmp_path)
+    record("saved `decoding` with zero beams", err.value, tmp_path)
 
 
 def test_a_pin_that_disagrees_with_the_tokenizer_is_refused(saved_copy):
@@ -335,65 +334,66 @@ def test_an_unknown_setting_in_the_saved_config_is_named(saved_copy, tmp_path):
     record("saved config with an unknown key", err.value, tmp_path)
 
 
+def _as_format_5(config: dict) -> dict:
+    """The file a model saved by format 5 had: model and task arguments whole (training-only knobs among them),
+    the training settings beside them, and no prompt, decoding or profile sections."""
+    record = config["training"]
+    model_args = {**record["model"], "id_softmax": True, "trie_softmax": config["trie_softmax"], "item_memory_dropout": 0.0}
+    task_args = {**record["tasks"], "stream_item_dropout": 0.0, "stream_tie_shuffle": False,
+                 "request_item_nouns": ["movie", "film"]}
+    return {"format_version": 5, "base_model": config["base_model"], "model_args": model_args, "task_args": task_args,
+            "peft": config["peft"], "from_scratch": config["from_scratch"], "training_settings": record["training"],
+            "data_dir": config["data_dir"], "dataset": config["dataset"], "dataset_stats": config["dataset_stats"],
+            "trained_items": config["trained_items"]}
+
+
+def test_a_model_saved_in_format_5_loads_and_recommends_as_before(saved_copy):
+    """Models saved before the inference config was split from the training settings still load: the same
+    prompts, softmax, beams and recommendations; those versions spoke of movies, so they get MovieLens's words."""
+    config_file = saved_copy / "sid4llm_config.json"
+    current = SidRecommender.from_pretrained(saved_copy)
+    config_file.write_text(json.dumps(_as_format_5(json.loads(config_file.read_text()))))
+    old = SidRecommender.from_pretrained(saved_copy)
+    assert old.config.prompt == current.config.prompt and old.config.trie_softmax == current.config.trie_softmax
+    assert old.config.decoding.num_beams == current.generation_config.num_beams
+    assert old.config.profile.item_noun == "movie" and old.config.training["training"]
+    histories = [[0, 1, 2], [3, 4]]
+    assert old.recommend(histories, k=3) == current.recommend(histories, k=3)
+
+
+def test_a_format_5_model_named_other_items_keeps_its_nouns(saved_copy):
+    config_file = saved_copy / "sid4llm_config.json"
+    config = _as_format_5(json.loads(config_file.read_text()))
+    config["task_args"]["request_item_nouns"] = ["book", "novel"]
+    config_file.write_text(json.dumps(config))
+    profile = SidRecommender.from_pretrained(saved_copy).config.profile
+    assert profile.item_noun == "book" and profile.nouns == ["book", "novel"]
+
+
 def test_a_config_saved_before_results_moved_out_still_loads(saved_copy):
     """Format 0: results mixed into sid4llm_config.json and tasks as one comma-separated string."""
     config_file, results_file = saved_copy / "sid4llm_config.json", saved_copy / "results.json"
-    config, results = json.loads(config_file.read_text()), json.loads(results_file.read_text())
+    config, results = _as_format_5(json.loads(config_file.read_text())), json.loads(results_file.read_text())
     del config["format_version"]
     config["task_args"]["tasks"] = ",".join(config["task_args"]["tasks"])
     legacy = {k: results[k] for k in ("metrics", "example_stats")}  # what configs held before format 1
     config_file.write_text(json.dumps({**config, **legacy}))
     results_file.unlink()
     rec = SidRecommender.from_pretrained(saved_copy)
-    assert rec.config.task_args.tasks == config["task_args"]["tasks"].split(",")
+    assert rec.config.prompt.tasks == config["task_args"]["tasks"].split(",")
     assert rec.results["metrics"] == results["metrics"]
 
 
-def test_a_config_saved_before_item_memory_tokens_loads_without_them(saved_copy):
-    """Format 1 had no item memory settings: such a model was built without memory tokens, and loads as it was."""
-    config_file = saved_copy / "sid4llm_config.json"
-    config = json.loads(config_file.read_text())
-    for key in ("item_memory_tokens", "item_memory_dropout"):
-        del config["model_args"][key]
-    config_file.write_text(json.dumps({**config, "format_version": 1}))
-    rec = SidRecommender.from_pretrained(saved_copy)
-    assert rec.config.model_args.item_memory_tokens is False
-    assert rec.config.model_args.item_memory_dropout == 0.0
-
-
 def test_a_config_saved_before_trie_softmax_decodes_as_it_was_trained(saved_copy):
-    """Format 2 had no trie_softmax: such a model was trained over all ID tokens, and decodes that way."""
+    """Format 2 had no trie_softmax nor item memory tokens: such a model was trained over all ID tokens, without
+    memory tokens, and decodes that way."""
     config_file = saved_copy / "sid4llm_config.json"
-    config = json.loads(config_file.read_text())
-    del config["model_args"]["trie_softmax"]
+    config = _as_format_5(json.loads(config_file.read_text()))
+    for key in ("trie_softmax", "item_memory_tokens", "item_memory_dropout"):
+        del config["model_args"][key]
     config_file.write_text(json.dumps({**config, "format_version": 2}))
     rec = SidRecommender.from_pretrained(saved_copy)
-    assert rec.config.model_args.trie_softmax is False and rec.decoder.trie_softmax is False
+    assert rec.config.trie_softmax is False and rec.decoder.trie_softmax is False
+    assert rec.config.item_memory_tokens is False
 
 
-def test_a_config_saved_before_item_dropout_loads_as_trained_without_it(saved_copy):
-    """Format 3 had no stream_item_dropout nor stream_tie_shuffle (training augmentations): such a model loads,
-    trained without them."""
-    config_file = saved_copy / "sid4llm_config.json"
-    config = json.loads(config_file.read_text())
-    del config["task_args"]["stream_item_dropout"], config["task_args"]["stream_tie_shuffle"]
-    config_file.write_text(json.dumps({**config, "format_version": 3}))
-    task_args = SidRecommender.from_pretrained(saved_copy).config.task_args
-    assert task_args.stream_item_dropout == 0.0 and task_args.stream_tie_shuffle is False
-
-
-def test_a_config_saved_before_tie_shuffling_loads_as_trained_without_it(saved_copy):
-    config_file = saved_copy / "sid4llm_config.json"
-    config = json.loads(config_file.read_text())
-    del config["task_args"]["stream_tie_shuffle"]
-    config_file.write_text(json.dumps({**config, "format_version": 4}))
-    assert SidRecommender.from_pretrained(saved_copy).config.task_args.stream_tie_shuffle is False
-
-
-def test_a_current_config_missing_a_setting_is_named(saved_copy):
-    config_file = saved_copy / "sid4llm_config.json"
-    config = json.loads(config_file.read_text())
-    del config["model_args"]["item_memory_tokens"]
-    config_file.write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match=r"model_args has missing key\(s\) \['item_memory_tokens'\]"):
-        SidRecommender.from_pretrained(saved_copy)

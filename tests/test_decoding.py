@@ -11,10 +11,8 @@ from sid4llm.decoding import TrieLogitsProcessor, id_head_rows
 from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.lm.embedding_init import init_id_embeddings
-from sid4llm.lm.models import ModelArguments
 from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.recommender_config import SidRecommenderConfig
-from sid4llm.lm.tasks import TaskArguments
+from sid4llm.lm.recommender_config import DecodingConfig, PromptConfig, SidRecommenderConfig
 from sid4llm.vocabulary import IdVocabulary
 
 
@@ -35,9 +33,9 @@ def recommender_for(tiny_lm_dir, codebook, seed=0, trie_softmax: bool = False) -
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     init_id_embeddings(model, vocab, "random", seed=seed)  # random rows: an untrained model, varied scores
     model.eval()
-    task_args = TaskArguments(history_token_budget=40, max_history_items=10, system_prompt="", prompt_format="chat")
-    config = SidRecommenderConfig(base_model=tiny_lm_dir, model_args=ModelArguments(trie_softmax=trie_softmax),
-                                  task_args=task_args)
+    prompt = PromptConfig(history_token_budget=40, max_history_items=10, system_prompt="", prompt_format="chat")
+    config = SidRecommenderConfig(base_model=tiny_lm_dir, trie_softmax=trie_softmax, prompt=prompt,
+                                  decoding=DecodingConfig(num_beams=4))
     return SidRecommender(model, vocab, recommendation_generation_config(vocab, 4), config)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import TrainingArguments
 
 from sid4llm.evaluation import head_items, load_metric, most_popular_rankings, ranking_metrics
 
@@ -65,15 +64,16 @@ def test_evaluate_module_loads_offline_and_agrees():
 
 @pytest.mark.slow  # a subprocess end to end
 def test_evaluate_recipe_under_accelerate(tmp_path, tiny_lm_dir, tiny_prepared):
-    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments, run_finetune
+    from sid4llm.lm.models import ModelArguments
     from sid4llm.lm.tasks import TaskArguments
+    from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
 
     out = tmp_path / "rec"
     run_finetune(ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4),
-                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=0),
+                 SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"]),
                  TaskArguments(history_token_budget=30),
-                 TrainingArguments(output_dir=str(out), max_steps=2, report_to="none", use_cpu=True, save_steps=100,
-                                   disable_tqdm=True))
+                 SidTrainingConfig(output_dir=str(out), max_steps=2, report_to="none", use_cpu=True, save_steps=100,
+                                   disable_tqdm=True, eval_examples=0))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "recipes" / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "evaluate.py"),
            "--model", str(out), "--data_dir", tiny_prepared["data_dir"], "--split", "test",
@@ -179,16 +179,15 @@ def test_paired_compare_scores_two_recommenders_on_the_same_users(tmp_path, trai
 
 
 def test_bench_finetune_profiles_the_last_steps_and_times_the_others(tmp_path, tiny_prepared):
-    from transformers import TrainingArguments
-
-    from sid4llm.lm.finetuning import ModelArguments, SidDataArguments
+    from sid4llm.lm.models import ModelArguments
     from sid4llm.lm.tasks import TaskArguments
+    from sid4llm.training import SidDataArguments, SidTrainingConfig
 
     script = _script("bench_finetune")
     args = (ModelArguments(from_scratch=True, scratch_hidden_size=32, scratch_layers=1),
             SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"]),
             TaskArguments(tasks=["sequential"], history_token_budget=40),
-            TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
+            SidTrainingConfig(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
                               report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no"))
     rows = script.main(*args, script.BenchArguments(json=str(tmp_path / "bench.json"), warmup_steps_excluded=1,
                                                     profile_steps=2, profile_top=5))

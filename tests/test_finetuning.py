@@ -1,4 +1,4 @@
-"""Fine-tuning (sid4llm.lm.finetuning) with tiny models: the loss, the saved recommender, resuming, layer cuts,
+"""Fine-tuning (sid4llm.training) with tiny models: the loss, the saved recommender, resuming, layer cuts,
 from-scratch models, the shipped configs and the recipe under accelerate launch."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,33 +17,24 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 from sid4llm import RecommendationPipeline
 from sid4llm.data import PreparedData
 from sid4llm.lm.embedding_init import init_id_embeddings
-from sid4llm.lm.finetuning import (
-    ModelArguments,
-    SidDataArguments,
-    build_model_and_vocab,
-    load_codebook,
-    run_finetune,
-)
+from sid4llm.lm.models import ModelArguments
 from sid4llm.lm.recommender import SidRecommender
-from sid4llm.lm.tasks import (
-    IGNORE_INDEX,
-    PackedCollator,
-    TaskArguments,
-    build_segments,
-    pack_segments,
-)
+from sid4llm.lm.tasks import IGNORE_INDEX, TaskArguments, build_segments
+from sid4llm.training import SidTrainingConfig
+from sid4llm.training.finetuning import SidDataArguments, build_model_and_vocab, load_codebook, run_finetune
+from sid4llm.training.packing import PackedCollator, pack_segments
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(tmp_path, tiny_lm_dir, tiny_prepared, **training):
     model_args = ModelArguments(model_name_or_path=tiny_lm_dir, lora_r=4, lora_alpha=8)
-    data_args = SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"], eval_examples=8)
+    data_args = SidDataArguments(data_dir=tiny_prepared["data_dir"], codebook=tiny_prepared["codebook_dir"])
     task_args = TaskArguments(tasks=["sequential", "natural_language", "alignment"], history_token_budget=40, max_seq_length=128)
     values = {"output_dir": str(tmp_path / "out"), "max_steps": 30, "per_device_train_batch_size": 8,
               "learning_rate": 5e-3, "logging_steps": 10, "save_steps": 1000, "report_to": "none",
-              "use_cpu": True, "seed": 0, "disable_tqdm": True, **training}
-    return model_args, data_args, task_args, TrainingArguments(**values)
+              "use_cpu": True, "seed": 0, "disable_tqdm": True, "eval_examples": 8, **training}
+    return model_args, data_args, task_args, SidTrainingConfig(**values)
 
 
 def test_finetune_lowers_the_loss_trains_new_rows_only_and_reloads_identically(tmp_path, tiny_lm_dir, tiny_prepared):
@@ -232,7 +224,7 @@ def test_every_shipped_finetune_config_parses(config, tmp_path):
     from sid4llm.cli import parse_config_and_args
 
     model_args, _, task_args, training_args = parse_config_and_args(
-        [ModelArguments, SidDataArguments, TaskArguments, TrainingArguments],
+        [ModelArguments, SidDataArguments, TaskArguments, SidTrainingConfig],
         ["--config", str(config), "--data_dir", "data", "--codebook", "ids", "--output_dir", str(tmp_path), "--use_cpu",
          "true", "--bf16", "false"])
     assert task_args.task_list() and training_args.learning_rate > 0
@@ -270,7 +262,7 @@ def test_loss_scores_id_targets_over_the_id_tokens_and_text_targets_over_the_voc
     from transformers import AutoModelForCausalLM
 
     from sid4llm.decoding.columns import IdDecoder
-    from sid4llm.lm.finetuning import IdLossTrainer
+    from sid4llm.training.trainer import IdLossTrainer
 
     data = PreparedData.load(tiny_prepared["data_dir"])
     args = TaskArguments(tasks=["sequential", "alignment"], max_examples_per_task=12)
@@ -304,10 +296,10 @@ def test_the_trainer_hands_tie_groups_to_the_collator_and_the_model_never_sees_t
     from transformers import AutoModelForCausalLM
 
     from sid4llm.decoding.columns import IdDecoder
-    from sid4llm.lm.finetuning import IdLossTrainer
+    from sid4llm.training.trainer import IdLossTrainer
 
     data = PreparedData.load(tiny_prepared["data_dir"])
-    packed = pack_segments(build_segments(data, vocab, TaskArguments(stream_tie_shuffle=True), "train"), 96)
+    packed = pack_segments(build_segments(data, vocab, TaskArguments(), "train", tie_groups=True), 96)
     collate = PackedCollator(vocab.tokenizer.pad_token_id, end_id=vocab.end_id, tie_shuffle=True)
     seen = []
 
@@ -343,7 +335,7 @@ def test_trie_softmax_scores_each_id_token_over_the_continuations_of_its_prefix(
     from transformers import AutoModelForCausalLM
 
     from sid4llm.decoding.columns import IdDecoder
-    from sid4llm.lm.finetuning import IdLossTrainer
+    from sid4llm.training.trainer import IdLossTrainer
 
     data = PreparedData.load(tiny_prepared["data_dir"])
     packed = pack_segments(build_segments(data, vocab, TaskArguments(max_examples_per_task=12), "train"), max_seq_length=96)
@@ -401,12 +393,39 @@ def test_a_finished_finetune_run_is_reused_only_with_the_same_settings(tmp_path,
 
 def test_the_saved_config_holds_settings_and_results_json_what_was_measured(trained_dir):
     saved = json.loads((Path(trained_dir) / "sid4llm_config.json").read_text())
-    assert {"base_model", "model_args", "task_args", "training_settings"} <= set(saved)
+    assert {"base_model", "prompt", "decoding", "profile", "training"} <= set(saved)
+    assert {"model", "tasks", "training"} <= set(saved["training"])  # the record of how it was trained
     assert not {"metrics", "evaluation", "example_stats"} & set(saved)
     results = json.loads((Path(trained_dir) / "results.json").read_text())
     assert results["metrics"]["train_loss"] > 0 and "segments_by_task" in results["example_stats"]
     rec = SidRecommender.from_pretrained(trained_dir)
-    assert rec.config.task_args.tasks == saved["task_args"]["tasks"] and rec.results == results
+    assert rec.config.prompt.tasks == saved["prompt"]["tasks"] == saved["training"]["tasks"]["tasks"]
+    assert rec.results == results
+
+
+@dataclass
+class WithANewKnob(SidTrainingConfig):
+    """A training config with a setting a later version might add (module-level: the Trainer pickles its args)."""
+
+    a_new_regulariser: float = field(default=0.3, metadata={"help": "A setting a later version adds."})
+
+
+def test_a_new_training_setting_leaves_the_saved_inference_config_unchanged(tmp_path, tiny_lm_dir, tiny_prepared):
+    """Training settings are a free-form record beside what inference reads: a knob a later version adds to
+    SidTrainingConfig is recorded, and the saved model's inference settings (and format) stay as they were."""
+    from dataclasses import asdict
+
+    saved = []
+    for name, kind in (("plain", SidTrainingConfig), ("knob", WithANewKnob)):
+        model_args, data_args, task_args, training_args = _args(tmp_path / name, tiny_lm_dir, tiny_prepared,
+                                                                max_steps=2, eval_examples=0)
+        values = {k: v for k, v in asdict(training_args).items() if not k.startswith("_")}
+        run_finetune(model_args, data_args, task_args, kind(**{**values, "output_dir": str(tmp_path / name / "out")}))
+        saved.append(json.loads((tmp_path / name / "out" / "sid4llm_config.json").read_text()))
+    plain, knob = saved
+    assert knob["training"]["training"]["a_new_regulariser"] == 0.3
+    assert "a_new_regulariser" not in plain["training"]["training"]
+    assert {k: v for k, v in plain.items() if k != "training"} == {k: v for k, v in knob.items() if k != "training"}
 
 
 def test_a_small_dataset_gets_the_step_floor_and_the_run_says_so(tmp_path, tiny_lm_dir, tiny_prepared, caplog):
@@ -414,8 +433,8 @@ def test_a_small_dataset_gets_the_step_floor_and_the_run_says_so(tmp_path, tiny_
     and the plan (steps, epochs, why) is logged and kept in results.json."""
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=-1,
                                                             num_train_epochs=1)
-    data_args.min_steps, data_args.eval_examples = 40, 0
-    with caplog.at_level("WARNING", logger="sid4llm.lm.model_selection"):
+    training_args.min_steps, training_args.eval_examples = 40, 0
+    with caplog.at_level("WARNING", logger="sid4llm.training.selection"):
         rec = run_finetune(model_args, data_args, task_args, training_args)
     plan = rec.results["training_plan"]
     assert plan["steps"] == 40 and plan["epochs"] > 2 and "below the floor min_steps=40" in plan["reason"]
@@ -424,10 +443,10 @@ def test_a_small_dataset_gets_the_step_floor_and_the_run_says_so(tmp_path, tiny_
 
 
 def test_validation_recall_keeps_the_best_state_of_the_run(tmp_path, tiny_lm_dir, tiny_prepared):
-    from sid4llm.lm.model_selection import ValidationRecall
+    from sid4llm.training.selection import ValidationRecall
 
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=8)
-    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
+    training_args.valid_users, training_args.valid_every, training_args.eval_examples = 6, 2, 0
     scores = iter([0.1, 0.5, 0.2, 0.3])  # the best at step 4: the saved model must be that state
     states = {}
     real_recall = ValidationRecall.recall
@@ -453,7 +472,7 @@ def test_a_weight_average_is_what_validation_scores_and_what_is_saved(tmp_path, 
     step (step n's weight ∝ (1 − d)·d^age), and the kept state is such an average, not one step's weights."""
     from transformers import TrainerCallback
 
-    from sid4llm.lm.model_selection import ValidationRecall
+    from sid4llm.training.selection import ValidationRecall
 
     class Recorder(TrainerCallback):
         def __init__(self):
@@ -467,8 +486,8 @@ def test_a_weight_average_is_what_validation_scores_and_what_is_saved(tmp_path, 
         return {n: sum(w * s[n] for w, s in zip(weights, states)) / sum(weights) for n in states[0]}
 
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=8)
-    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
-    data_args.weight_average_decay = 0.5
+    training_args.valid_users, training_args.valid_every, training_args.eval_examples = 6, 2, 0
+    training_args.weight_average_decay = 0.5
     scores, scored = iter([0.1, 0.5, 0.2, 0.3]), []  # the best at step 4
     monkeypatch.setattr(ValidationRecall, "recall", lambda self, model: scored.append(
         {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}) or next(scores))
@@ -510,12 +529,12 @@ def test_a_time_budget_shortens_the_run_to_fit_and_refits_the_schedule(tmp_path,
     """60 planned steps of 1 s each under a half-minute budget: the run takes 30, says so, and its cosine
     schedule ends at 30 (the learning rate decays to zero there instead of stopping halfway down)."""
     clock = _StepClock(1.0)
-    monkeypatch.setattr("sid4llm.lm.model_selection.clock", clock)
+    monkeypatch.setattr("sid4llm.training.selection.clock", clock)
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=60,
                                                             lr_scheduler_type="cosine", logging_steps=5,
                                                             disable_tqdm=False)  # its bar is re-sized too
-    data_args.eval_examples, data_args.max_train_minutes = 0, 0.5
-    with caplog.at_level("WARNING", logger="sid4llm.lm.model_selection"):
+    training_args.eval_examples, training_args.max_train_minutes = 0, 0.5
+    with caplog.at_level("WARNING", logger="sid4llm.training.selection"):
         rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
     assert _trainer_state(training_args.output_dir)["global_step"] == 30
     budget = rec.results["training_plan"]["time_budget"]
@@ -530,10 +549,10 @@ def test_a_time_budget_shortens_the_run_to_fit_and_refits_the_schedule(tmp_path,
 def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch):
     """Validation time is training time: 100 planned 1-s steps with a 5-s validation every 10 steps fit 40
     steps in a minute. A run whose steps then slow down stops on the clock, keeping its best validated state."""
-    from sid4llm.lm.model_selection import ValidationRecall
+    from sid4llm.training.selection import ValidationRecall
 
     clock = _StepClock(1.0)
-    monkeypatch.setattr("sid4llm.lm.model_selection.clock", clock)
+    monkeypatch.setattr("sid4llm.training.selection.clock", clock)
 
     def five_second_validation(self, model):
         clock.now += 5.0
@@ -541,7 +560,7 @@ def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_l
 
     monkeypatch.setattr(ValidationRecall, "recall", five_second_validation)
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=100)
-    data_args.eval_examples, data_args.valid_users, data_args.max_train_minutes = 0, 6, 1.0
+    training_args.eval_examples, training_args.valid_users, training_args.max_train_minutes = 0, 6, 1.0
     rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
     budget = rec.results["training_plan"]["time_budget"]
     assert _trainer_state(training_args.output_dir)["global_step"] == budget["steps"] == 40
@@ -561,9 +580,9 @@ def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_l
             return Tick()
 
     slow = SlowDown()
-    monkeypatch.setattr("sid4llm.lm.model_selection.clock", slow)
+    monkeypatch.setattr("sid4llm.training.selection.clock", slow)
     model_args, data_args, task_args, training_args = _args(tmp_path / "slow", tiny_lm_dir, tiny_prepared, max_steps=100)
-    data_args.eval_examples, data_args.max_train_minutes = 0, 1.0
+    training_args.eval_examples, training_args.max_train_minutes = 0, 1.0
     rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[slow.callback()])
     budget = rec.results["training_plan"]["time_budget"]
     assert budget["stopped_by_clock"] and budget["steps"] == _trainer_state(training_args.output_dir)["global_step"]
@@ -573,7 +592,7 @@ def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_l
 def _agree_in_process(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from sid4llm.lm.model_selection import agreed
+    from sid4llm.training.selection import agreed
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -589,7 +608,7 @@ def test_processes_of_a_distributed_run_agree_on_the_budget(tmp_path):
 
     import torch.multiprocessing as mp
 
-    from sid4llm.lm.model_selection import agreed
+    from sid4llm.training.selection import agreed
 
     assert agreed(7.0) == 7.0  # one process: its own value
     with socket.socket() as free:
@@ -602,7 +621,7 @@ def test_processes_of_a_distributed_run_agree_on_the_budget(tmp_path):
 def test_refitting_a_schedule_moves_its_end_and_leaves_a_constant_one_alone():
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
-    from sid4llm.lm.model_selection import refit_schedule
+    from sid4llm.training.selection import refit_schedule
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     linear = get_linear_schedule_with_warmup(optimizer, 0, 100)
@@ -619,11 +638,11 @@ def test_validation_patience_stops_a_run_that_stopped_improving(tmp_path, tiny_l
                                                                  patience, last_step):
     """With ``valid_patience`` P the run ends after P evaluations without a gain, keeping the best state;
     0 (like None) trains to the end."""
-    from sid4llm.lm.model_selection import ValidationRecall
+    from sid4llm.training.selection import ValidationRecall
 
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=12)
-    data_args.valid_users, data_args.valid_every, data_args.eval_examples = 6, 2, 0
-    data_args.valid_patience = patience
+    training_args.valid_users, training_args.valid_every, training_args.eval_examples = 6, 2, 0
+    training_args.valid_patience = patience
     scores = iter([0.5, 0.1, 0.2, 0.1, 0.3, 0.1, 0.1])  # the peak at step 2, then no gain
     monkeypatch.setattr(ValidationRecall, "recall", lambda self, model: next(scores))
     rec = run_finetune(model_args, data_args, task_args, training_args)
@@ -637,7 +656,7 @@ def test_item_memory_tokens_are_read_for_history_items_and_never_written(tmp_pat
     history items in training (``item_memory_dropout``), are read with the end marker."""
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=3)
     model_args.from_scratch, model_args.scratch_hidden_size, model_args.scratch_layers = True, 32, 1
-    model_args.item_memory_tokens, model_args.item_memory_dropout = True, 0.5
+    model_args.item_memory_tokens, training_args.item_memory_dropout = True, 0.5
     task_args.tasks = ["sequential"]
     rec = run_finetune(model_args, data_args, task_args, training_args)
     loaded = SidRecommender.from_pretrained(training_args.output_dir)
@@ -664,7 +683,7 @@ def test_item_memory_tokens_are_read_for_history_items_and_never_written(tmp_pat
     assert vocab.end_id in every["input_ids"][0].tolist() and not set(every["input_ids"][0].tolist()) & set(vocab.memory_token_ids)
     assert PackedCollator(0, vocab.memory_token_ids, vocab.end_id)([row])["input_ids"][0].tolist() == prompt
     with pytest.raises(ValueError, match="item_memory_dropout must be in"):
-        ModelArguments(item_memory_dropout=1.5)
+        SidTrainingConfig(output_dir="unused", item_memory_dropout=1.5)
 
     # An item added after training has no memory token: it is read with the end marker.
     text = PreparedData.load(tiny_prepared["data_dir"]).item_embeddings()[:1]
@@ -682,7 +701,7 @@ def test_a_transition_prior_is_counted_weighted_on_valid_users_saved_and_used(tm
     from sid4llm.evaluation import evaluate_recommender
 
     model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=4)
-    data_args.eval_examples, data_args.transition_prior, data_args.transition_prior_weights = 0, True, [0.5, 50.0]
+    training_args.eval_examples, training_args.transition_prior, training_args.transition_prior_weights = 0, True, [0.5, 50.0]
     rec = run_finetune(model_args, data_args, task_args, training_args)
     fitted = rec.results["transition_prior"]
     assert set(fitted["valid_recall@10_by_weight"]) == {"0", "0.5", "50"} and fitted["users"] == 30
@@ -698,7 +717,7 @@ def test_a_transition_prior_is_counted_weighted_on_valid_users_saved_and_used(tm
     model_alone = [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3, prior_weight=0.0)]
     counted = [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3, prior_weight=50.0)]
     assert model_alone != counted  # a heavy weight lets the count decide among the beam's items
-    loaded.transition_prior.config.weight = 50.0
+    loaded.config.decoding.transition_prior_weight = 50.0
     assert [[r["index"] for r in lists] for lists in loaded.recommend(histories, k=3)] == counted  # the saved weight
     result = evaluate_recommender(loaded, data, "valid", ks=[10], invalid_rate_users=0, show_progress=False,
                                   prior_weight=0.0)

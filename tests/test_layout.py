@@ -20,7 +20,7 @@ def load_import_graph():
 def test_the_package_has_no_import_cycle_and_no_upward_import():
     graph = load_import_graph()
     edges = graph.import_graph(REPO / "sid4llm")
-    assert "sid4llm.lm.finetuning" in edges and "sid4llm.decoding.trie" in edges["sid4llm.decoding.columns"]
+    assert "sid4llm.training.finetuning" in edges and "sid4llm.decoding.trie" in edges["sid4llm.decoding.columns"]
     assert graph.cycles(edges) == []
     assert graph.upward_imports(edges) == []
 

@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 from conftest import make_events
 
-from sid4llm.data import DataFormatError, load_raw, read_amazon, read_amazon2023, read_generic, read_movielens
+from sid4llm.data import (
+    DataFormatError,
+    load_raw,
+    read_amazon,
+    read_amazon2023,
+    read_generic,
+    read_movielens,
+    read_recbole_atomic,
+)
 
 
 def _write(path, text, encoding="utf-8"):
@@ -164,3 +172,32 @@ def test_bad_json_line_is_reported(tmp_path):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DataFormatError, match="neither a bundled dataset"):
         load_raw("no-such-dataset")
+
+
+def test_events_without_time_keep_each_users_order_in_the_file(tmp_path):
+    """``--timestamp_column none``: a purchase log or playlist export with no time column is read in file order,
+    and the leave-one-out split follows that order (the last event of a user in the file is the test item)."""
+    from sid4llm.data import process_interactions
+
+    rows = [("u1", "b3"), ("u2", "b1"), ("u1", "b1"), ("u2", "b2"), ("u1", "b2"), ("u2", "b3"), ("u1", "b4"),
+            ("u2", "b4"), ("u1", "b5"), ("u2", "b5")]
+    path = _write(tmp_path / "baskets.csv", "customer,book\n" + "".join(f"{u},{i}\n" for u, i in rows))
+    with pytest.raises(DataFormatError, match=r"no timestamp column .*--timestamp_column none"):
+        read_generic(path, user_column="customer", item_column="book")
+    raw = read_generic(path, user_column="customer", item_column="book", timestamp_column="none")
+    assert raw.event_order == "file"
+    processed = process_interactions(raw, user_core=1, item_core=1)
+    assert processed.stats["event_order"] == "file"
+    items = list(processed.items["item_id"])
+    test = processed.sequences["test"]
+    u1 = list(test["user_id"]).index("u1")
+    assert [items[i] for i in test[u1]["history"]] + [items[test[u1]["target"]]] == ["b3", "b1", "b2", "b4", "b5"]
+
+
+def test_recbole_files_without_time_read_in_file_order(tmp_path):
+    (tmp_path / "shop.inter").write_text("user_id:token\titem_id:token\n" + "".join(
+        f"u{u}\tp{i}\n" for u in range(2) for i in (3, 1, 2)))
+    raw = read_recbole_atomic(tmp_path, timestamp_column="none")
+    assert raw.event_order == "file" and raw.interactions["timestamp"].is_monotonic_increasing
+    with pytest.raises(DataFormatError, match=r"shop\.inter.*timestamp"):
+        read_recbole_atomic(tmp_path)

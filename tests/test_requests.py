@@ -8,9 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from sid4llm.data.intents import CATEGORY_WORDS, category_key
+from sid4llm.data.profile import FRAME_KINDS, CatalogueProfile
 from sid4llm.data.titles import item_year, spoken_title
-from sid4llm.lm.requests import FRAMES, RequestWriter, co_occurrence_neighbours, is_held_out_anchor
+from sid4llm.lm.requests import RequestWriter, co_occurrence_neighbours, is_held_out_anchor
+
+MOVIELENS = CatalogueProfile.read("movielens")
 
 TITLES = [f"Film {n} ({1950 + 7 * n})" for n in range(40)]
 GENRES = ["Comedy", "Horror", "Animation", "Children's", "Western", "Drama"]
@@ -21,7 +23,8 @@ CATEGORIES = [[GENRES[n % 6], GENRES[(n // 6) % 6]] if n % 4 else [GENRES[n % 6]
 def writer() -> RequestWriter:
     rng = np.random.default_rng(0)
     histories = [rng.choice(40, size=12, replace=False).tolist() for _ in range(30)]
-    return RequestWriter(TITLES, CATEGORIES, rng.integers(1, 50, size=40), histories, [f"i{n}" for n in range(40)], seed=0)
+    return RequestWriter(TITLES, CATEGORIES, rng.integers(1, 50, size=40), histories, [f"i{n}" for n in range(40)],
+                         MOVIELENS, seed=0)
 
 
 def test_every_answer_meets_the_categories_and_decade_asked_for(writer):
@@ -36,26 +39,39 @@ def test_every_answer_meets_the_categories_and_decade_asked_for(writer):
     assert any(r.decade is not None for r in requests) and any(len(r.categories) > 1 for r in requests)
 
 
-def test_everyday_words_stand_for_categories():
-    assert "funny" in CATEGORY_WORDS[category_key("Comedy")].adjectives
-    assert "scary" in CATEGORY_WORDS[category_key("Horror")].adjectives
-    assert "for my kids" in CATEGORY_WORDS[category_key("Children's")].suffixes
-    assert "scarier" in CATEGORY_WORDS[category_key("Horror")].wishes
+def test_everyday_words_stand_for_categories_in_the_catalogues_profile():
+    assert "funny" in MOVIELENS.words_for("Comedy").adjectives
+    assert "scary" in MOVIELENS.words_for("horror").adjectives
+    assert "for my kids" in MOVIELENS.words_for("Childrens").suffixes
+    assert "scarier" in MOVIELENS.words_for("Horror").wishes
+    assert CatalogueProfile().words_for("Comedy") is None  # neutral words know no category
 
 
 def test_a_category_without_everyday_words_is_asked_for_by_its_name():
     writer = RequestWriter(["A", "B"], [["Toys & Games"], ["Toys & Games"]], np.array([3, 1]), [[0, 1]], ["a", "b"],
-                           item_nouns=["product"], seed=0)
+                           CatalogueProfile(item_noun="product"), seed=0)
     texts = {writer.describe(("Toys & Games",), None) for _ in range(30)}
     assert all("toys & games" in t for t in texts)
+
+
+def test_requests_about_another_catalogue_speak_its_words():
+    """A bookshop's requests say book and read, never movie, film or watch, in every frame and kind."""
+    rng = np.random.default_rng(1)
+    histories = [rng.choice(40, size=12, replace=False).tolist() for _ in range(30)]
+    books = CatalogueProfile(item_noun="book", verb="read", verb_past="read")
+    writer = RequestWriter([f"Novel {n}" for n in range(40)], CATEGORIES, rng.integers(1, 50, size=40), histories,
+                           [f"b{n}" for n in range(40)], books, seed=0)
+    texts = [r.text.lower() for split in ("train", "held_out") for r in writer.requests(300, split)]
+    assert not [t for t in texts if re.search(r"\b(movies?|films?|watch\w*)\b", t)]
+    assert any(re.search(r"\bbooks?\b", t) for t in texts) and any(re.search(r"\bread\b", t) for t in texts)
 
 
 def test_held_out_phrasings_and_anchors_never_reach_training(writer):
     def pattern(frame: str) -> re.Pattern:
         return re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(frame.lower())) + "$")
 
-    held_out = [pattern(frame) for frames in FRAMES.values() for frame in frames["held_out"]]
-    trained = [pattern(frame) for frames in FRAMES.values() for frame in frames["train"]]
+    held_out = [pattern(frame) for kind in FRAME_KINDS for frame in MOVIELENS.request_frames(kind, "held_out")]
+    trained = [pattern(frame) for kind in FRAME_KINDS for frame in MOVIELENS.request_frames(kind, "train")]
     for request in writer.requests(600, "train"):
         text = request.text.lower()
         assert any(p.match(text) for p in trained) and not any(p.match(text) for p in held_out), request.text

@@ -15,14 +15,14 @@ from sid4llm.lm.embedding_init import init_id_embeddings
 from sid4llm.lm.tasks import (
     IGNORE_INDEX,
     ExampleBuilder,
-    PackedCollator,
     TaskArguments,
     budget_history,
     build_segments,
-    pack_segments,
     stream_tie_groups,
     stream_windows,
 )
+from sid4llm.training import SidTrainingConfig
+from sid4llm.training.packing import PackedCollator, pack_segments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +187,7 @@ def test_item_dropout_skips_whole_items_of_id_streams_afresh_every_batch(vocab, 
     plain = collate.without_augmentation()([row])
     assert plain["input_ids"][0].tolist() == row["input_ids"] and plain["labels"][0].tolist() == row["labels"]
     with pytest.raises(ValueError, match="stream_item_dropout must be in"):
-        TaskArguments(stream_item_dropout=1.0)
+        SidTrainingConfig(output_dir="unused", stream_item_dropout=1.0)
 
 
 def test_tie_shuffle_reorders_only_items_that_share_a_timestamp_afresh_every_batch(vocab, tiny_prepared):
@@ -229,7 +229,7 @@ def test_tie_groups_follow_the_timestamps_of_each_training_stream(vocab, tiny_pr
     """Training streams carry their tie groups, one per token, only when asked; packing keeps them."""
     data = PreparedData.load(tiny_prepared["data_dir"])
     assert "tie_groups" not in build_segments(data, vocab, TaskArguments(tasks=["sequential"]), "train").column_names
-    segments = build_segments(data, vocab, TaskArguments(tasks=["sequential"], stream_tie_shuffle=True), "train")
+    segments = build_segments(data, vocab, TaskArguments(tasks=["sequential"]), "train", tie_groups=True)
     assert all(len(g) == len(i) for g, i in zip(segments["tie_groups"], segments["input_ids"]))
     assert "tie_groups" in pack_segments(segments, 512).column_names
     assert stream_tie_groups(vocab, [1, 2, 3], [5, 5, 6])[0] == -1  # the user-start token

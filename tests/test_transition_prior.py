@@ -9,7 +9,7 @@ import torch
 
 from sid4llm.artifacts import ArtifactError
 from sid4llm.decoding.transition_prior import PRIOR_DIR, ItemTransitionPrior
-from sid4llm.lm.model_selection import fit_transition_prior_weight
+from sid4llm.training.selection import fit_transition_prior_weight
 
 # 0 -> 1 twice, 0 -> 2 once; 1 -> 3 always; item 4 is never followed.
 SEQUENCES = [[0, 1, 3], [0, 1, 3], [0, 2], [4]]

@@ -4,7 +4,8 @@
         --data_dir data/ml-1m --codebook outputs/ids/varlen --output_dir outputs/rec/smollm2
     sid4llm finetune --config finetune/from_scratch --data_dir data/ml-1m --codebook outputs/ids/varlen ...
 
-Any TrainingArguments flag works (--max_steps, --gradient_accumulation_steps, --save_steps, ...). Re-running a
+Any TrainingArguments flag works (--max_steps, --gradient_accumulation_steps, --save_steps, --bf16, ...), beside
+sid4llm's own training settings (SidTrainingConfig: validation, weight average, time budget, ...). Re-running a
 killed command resumes from its last checkpoint. Writes OUT/ flat, as on the Hub (see SidRecommender).
 """
 
@@ -14,19 +15,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
-
 from ..cli import load_arguments, run_command
-from ..lm.finetuning import ModelArguments, SidDataArguments, load_finished_run, run_finetune
+from ..lm.models import ModelArguments
 from ..lm.recommender import SidRecommender
 from ..lm.tasks import TaskArguments
+from ..training import SidDataArguments, SidTrainingConfig, load_finished_run, run_finetune
 
-ARGUMENTS = (ModelArguments, SidDataArguments, TaskArguments, TrainingArguments)
+ARGUMENTS = (ModelArguments, SidDataArguments, TaskArguments, SidTrainingConfig)
 logger = logging.getLogger(__name__)
 
 
 def main(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
-         training_args: TrainingArguments) -> SidRecommender:
+         training_args: SidTrainingConfig) -> SidRecommender:
     recommender = run_finetune(model_args, data_args, task_args, training_args)
     metrics = recommender.results["metrics"]
     print({k: metrics[k] for k in ("train_loss", "eval_loss", "train_runtime") if k in metrics})

@@ -2,6 +2,7 @@
 
 from .prepare import PrepareDataArguments, PreparedData, embed_items, prepare_dataset
 from .processing import ProcessedData, k_core, process_interactions
+from .profile import CatalogueProfile, ProfileError
 from .readers import (
     DataFormatError,
     RawData,
@@ -16,6 +17,8 @@ from .sources import BUNDLED, bundled_dataset_dir, load_raw
 
 __all__ = [
     "BUNDLED",
+    "CatalogueProfile",
+    "ProfileError",
     "DataFormatError",
     "PrepareDataArguments",
     "PreparedData",

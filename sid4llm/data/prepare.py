@@ -5,6 +5,7 @@ Layout of ``output_dir``::
     sequences/                      DatasetDict (train / valid / test), one row per user
     items/                          Dataset, one row per item (item_idx order)
     stats.json                      dataset statistics
+    catalogue_profile.json          the catalogue's words (what items are called, request frames, category words)
     item_embeddings.safetensors     [n_items, dim] float32, unit norm, row i = item_idx i
 """
 
@@ -15,7 +16,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -33,8 +34,9 @@ from .item_embeddings import (
     save_item_embeddings,
 )
 from .processing import ProcessedData, process_interactions
-from .readers import DataFormatError
-from .sources import load_raw
+from .profile import PROFILE_FILE, CatalogueProfile
+from .readers import DataFormatError, RawData
+from .sources import BUNDLED, load_raw
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ class PrepareDataArguments:
     user_column: str | None = field(default=None, metadata={"help": "Generic format: user column (detected if unset)."})
     item_column: str | None = field(default=None, metadata={"help": "Generic format: item column of the interactions file (detected if unset)."})
     item_id_column: str | None = field(default=None, metadata={"help": "Generic format: item id column of --item_file (detected if unset)."})
-    timestamp_column: str | None = field(default=None, metadata={"help": "Generic format: timestamp column (detected if unset)."})
+    timestamp_column: str | None = field(default=None, metadata={
+        "help": "Generic and RecBole formats: timestamp column (detected if unset); 'none': the events have no time, "
+                "each user's events are in the file's order."})
     timestamp_unit: Literal["auto", "s", "ms"] = field(default="auto", metadata={"help": "Generic numeric timestamps' unit."})
     timestamp_format: str | None = field(default=None, metadata={"help": "Generic date strings: strptime format, e.g. '%%d/%%m/%%Y %%H:%%M' (needed when dates read both day- and month-first)."})
     user_core: int = field(default=5, metadata={"help": "Keep users with at least this many events (iterative k-core)."})
@@ -93,6 +97,14 @@ class PrepareDataArguments:
     embedding_batch_size: int = field(default=128, metadata={"help": "Texts per encoder batch."})
     embedding_max_seq_length: int = field(default=256, metadata={"help": "Encoder truncation length in tokens."})
     skip_embeddings: bool = field(default=False, metadata={"help": "Write splits and items only."})
+    profile: str | None = field(default=None, metadata={
+        "help": "The catalogue's words: a YAML file of CatalogueProfile fields or a shipped profile (movielens); "
+                "default: the format's own (MovieLens) or neutral words ('item')."})
+    item_noun: str | None = field(default=None, metadata={"help": "What one item is called (book, song, product); "
+                                                                  "overrides the profile's."})
+    item_noun_plural: str | None = field(default=None, metadata={"help": "Its plural (default: item_noun + 's')."})
+    item_verb: str | None = field(default=None, metadata={"help": "What people do with an item (read, buy, listen to)."})
+    item_verb_past: str | None = field(default=None, metadata={"help": "That verb's past (read, bought, listened to)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing prepared dataset in output_dir."})
 
     def __post_init__(self):
@@ -131,6 +143,17 @@ class PreparedData:
         """Every user's train events in order (the train split's history and target), as item indices."""
         train = self.sequences["train"]
         return [list(h) + [int(t)] for h, t in zip(train["history"], train["target"])]
+
+    @cached_property
+    def profile(self) -> CatalogueProfile:
+        """The catalogue's words (``catalogue_profile.json``; a folder prepared before profiles existed gets the one
+        its source implies: MovieLens's for the bundled MovieLens, else neutral words)."""
+        saved = CatalogueProfile.load(self.path)
+        if saved is not None:
+            return saved
+        source = str(self.stats.get("source") or "")
+        return CatalogueProfile.read("movielens") if source in BUNDLED or source.startswith("movielens") \
+            else CatalogueProfile()
 
     @cached_property
     def item_popularity(self) -> np.ndarray:
@@ -190,6 +213,7 @@ def prepare_dataset(args: PrepareDataArguments) -> Path:
         raise FileExistsError(f"{out} exists and is not a prepared dataset; refusing to write over its files")
     raw = load_raw(args.dataset, args.format, args.item_file, args.user_column, args.item_column,
                    args.timestamp_column, args.timestamp_unit, args.item_id_column, args.timestamp_format)
+    profile = catalogue_profile(args, raw)  # a bad profile fails before any long step
     processed: ProcessedData = process_interactions(
         raw, args.user_core, args.item_core, args.min_rating, args.drop_repeat_consumption, args.max_users, args.seed
     )
@@ -201,6 +225,25 @@ def prepare_dataset(args: PrepareDataArguments) -> Path:
         stats["embedding_dim"] = int(vectors.shape[1])
         stats["embeddings"] = embed_info
 
+    stats["profile"] = {"item_noun": profile.item_noun, "verb": profile.verb}
     vectors_and_info = (vectors, {k: v for k, v in embed_info.items() if k != "example_text"}) if embed_info else None
-    write_prepared_folder(out, processed, stats, vectors_and_info, {"prepare_args.json": json.dumps(asdict(args), indent=2)})
+    write_prepared_folder(out, processed, stats, vectors_and_info, {"prepare_args.json": json.dumps(asdict(args), indent=2),
+                                                                    PROFILE_FILE: json.dumps(profile.to_dict(), indent=2)})
     return out
+
+
+def catalogue_profile(args: PrepareDataArguments, raw: RawData) -> CatalogueProfile:
+    """The profile ``--profile`` names (else the one the format implies, else neutral words), with the
+    ``--item_noun``/``--item_verb`` flags on top."""
+    name = args.profile or raw.profile
+    profile = CatalogueProfile.read(name) if name else CatalogueProfile()
+    changes = {}
+    if args.item_noun:
+        changes.update(item_noun=args.item_noun, item_noun_plural=args.item_noun_plural, request_nouns=[])
+    elif args.item_noun_plural:
+        changes["item_noun_plural"] = args.item_noun_plural
+    if args.item_verb:
+        changes.update(verb=args.item_verb, verb_past=args.item_verb_past or args.item_verb)
+    elif args.item_verb_past:
+        changes["verb_past"] = args.item_verb_past
+    return replace(profile, **changes) if changes else profile

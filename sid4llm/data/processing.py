@@ -75,6 +75,9 @@ def process_interactions(
     """
     df = raw.interactions.reset_index(drop=True).copy()
     df["order"] = np.arange(len(df), dtype=np.int64)
+    if raw.event_order == "file":
+        logger.info("%s has no time: each user's events are ordered as they appear in the file, and the "
+                    "leave-one-out split follows that order", raw.source)
     # One rule in every format: metadata for an item nobody interacted with is dropped, and counted.
     without_interactions = raw.item_rows_without_interactions
     if raw.items is not None and len(raw.items):
@@ -178,6 +181,7 @@ def process_interactions(
         "item_core": item_core,
         "min_rating": min_rating,
         "max_users": max_users,
+        "event_order": raw.event_order,  # "file": the source had no time, its row order is each user's order
         "fraction_events_with_tied_timestamp": tied_timestamp_fraction(df),
         "n_train_events": int(train_counts.sum()),
         "items_without_train_events": int((train_counts == 0).sum()),

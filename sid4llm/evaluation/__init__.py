@@ -1,15 +1,8 @@
 """Evaluation as the field does it: leave-one-out on the full catalogue, seen items left out, against the
 most-popular floor; the metrics also ship as a local ``evaluate`` module (``recommendation_metrics/``)."""
 
-from .leave_one_out import (
-    evaluate_recommender,
-    format_table,
-    head_items,
-    load_metric,
-    most_popular_rankings,
-    ranking_metrics,
-    sample_users,
-)
+from ..metrics import head_items, ranking_metrics, sample_users
+from .leave_one_out import evaluate_recommender, format_table, load_metric, most_popular_rankings
 from .paired import interval_verdict, paired_bootstrap
 
 __all__ = ["evaluate_recommender", "format_table", "head_items", "interval_verdict", "load_metric", "most_popular_rankings",

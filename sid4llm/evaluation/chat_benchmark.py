@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.titles import spoken_title
-from .leave_one_out import evaluate_recommender, sample_users
+from ..metrics import sample_users
+from .leave_one_out import evaluate_recommender
 
 # Labelled messages: the first set was written with the mention rules, the second afterwards (as a check on them)
 MENTION_FILES = (Path(__file__).with_name("chat_mentions_movielens.jsonl"),
@@ -123,11 +124,12 @@ def prompt_recall(pipe, data, n_users: int = 500, recent: int = 5, k: int = 10, 
     histories, targets = list(split["history"]), list(split["target"])
     users = sample_users(len(histories), n_users, seed)
     titles = list(data.items["title"])
+    question = pipe.profile.fill(pipe.profile.next_question)
     hits = 0
     for u in users:
         named = [spoken_title(titles[i]) for i in histories[u][-recent:]]
-        message = f"I loved {', '.join(named[:-1])} and {named[-1]}. What should I watch next?" if len(named) > 1 \
-            else f"I loved {named[0]}. What should I watch next?"
+        loved = f"{', '.join(named[:-1])} and {named[-1]}" if len(named) > 1 else named[0]
+        message = f"I loved {loved}. {question}"
         reply = pipe.chat([{"role": "user", "content": message}], k=k, exclude=[data.items[i]["item_id"] for i in histories[u]],
                           prose=False)
         hits += targets[u] in [item["index"] for item in reply["items"]]

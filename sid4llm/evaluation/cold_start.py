@@ -19,7 +19,8 @@ import numpy as np
 
 from ..data import PreparedData
 from ..data.cold_start import ColdItems
-from .leave_one_out import most_popular_rankings, ranking_metrics
+from ..metrics import ranking_metrics
+from .leave_one_out import most_popular_rankings
 
 
 @dataclass

@@ -17,13 +17,13 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
     m, base = cb.metrics, cfg.base_model
     base_id = "HuggingFaceTB/SmolLM2-135M-Instruct" if base == "default" else base
     data = cfg.dataset_stats or {}
-    task = cfg.task_args
+    prompt, trained = cfg.prompt, cfg.training.get("model", {})
     lines = ["---", "library_name: sid4llm", "tags:", "- recommendation", "- semantic-ids",
              "- peft" if cfg.peft else "- full-finetune"]
     if not cfg.from_scratch:
         lines.append(f"base_model: {base_id}")
     layers = cfg.pretrained_layers
-    adapter = "an adapter training " + ("fully" if cfg.model_args.peft_layers == "full" else "with LoRA") + " "
+    adapter = "an adapter training " + ("fully" if trained.get("peft_layers") == "full" else "with LoRA") + " "
     if cfg.from_scratch:
         model = "a small Llama trained from scratch"
     elif cfg.layer_cut_adapter:
@@ -41,7 +41,8 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
     if data:
         lines.append(f"- dataset: {cfg.dataset} — {data.get('n_users', 0):,} users, {data.get('n_items', 0):,} "
                      f"items, {data.get('n_interactions', 0):,} interactions (leave-one-out splits)")
-    lines += [f"- tasks: {', '.join(task.tasks)}; history budget {task.history_token_budget} tokens", "",
+    lines += [f"- catalogue: {cfg.profile.plural} (what people do with them: {cfg.profile.verb})",
+              f"- tasks: {', '.join(prompt.tasks)}; history budget {prompt.history_token_budget} tokens", "",
               "## Semantic IDs", "",
               f"- method: {cb.config.method} ({'variable' if cb.config.variable_length else 'fixed'} length), "
               f"V={cb.vocab_size}, max length {cb.config.max_length}, {len(cb):,} items",
@@ -63,8 +64,14 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
                   f"candidates with weight {prior.get('weight'):g} (chosen on {prior.get('users'):,} valid users; "
                   "0 would be the model alone): `transition_prior/`.", ""]
     train = {k: v for k, v in results.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
-    if train:
-        lines += ["## Training", "", "```json", json.dumps(train, indent=2), "```", ""]
+    settings = cfg.training.get("training", {})
+    if train or settings:
+        lines += ["## Training", ""]
+        if settings:
+            lines += ["The settings it was trained with (the whole record is `training` in `sid4llm_config.json`):", "",
+                      "```json", json.dumps(settings, indent=2, default=str), "```", ""]
+        if train:
+            lines += ["```json", json.dumps(train, indent=2), "```", ""]
     lines += ["## Usage", "", "```python", "from sid4llm import RecommendationPipeline", "",
               'pipe = RecommendationPipeline.from_pretrained("<this repo or folder>")',
               'pipe.recommend(["<a title you liked>", "<another>"], k=10)',

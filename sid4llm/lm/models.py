@@ -70,14 +70,6 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "Modules to adapt: all-linear, or their names (q_proj v_proj ...)."})
-    id_softmax: bool = field(default=True, metadata={"help": "Score ID targets over the ID tokens only (the softmax "
-                                                             "decoding uses); False: over the whole vocabulary."})
-    trie_softmax: bool = field(default=False, metadata={
-        "help": "Normalise each ID token over the trie's continuations of the ID written so far, in training and in "
-                "decoding: the model learns a distribution over the catalogue's items rather than over token strings, "
-                "and spends nothing on tokens no valid ID can take there. It is then never taught to avoid those tokens: "
-                "decode it with the trie, as every sid4llm path does (unconstrained, it writes invalid IDs). False: "
-                "over all ID tokens."})
     embedding_init: Literal["titles", "mean", "random"] = field(default="titles", metadata={
         "help": "New ID-token rows: titles (the mean of their items' title tokens), mean or random."})
     reserve_disambiguation_tokens: int = field(default=8, metadata={"help": "Extra disambiguation tokens for items added later."})
@@ -85,13 +77,28 @@ class ModelArguments:
         "help": "One learned token per catalogue item, read in place of the end marker of every history item (an "
                 "item table, as SASRec has, at no stream tokens); the model still writes IDs as codes + end marker. "
                 "Items added later are read with the end marker."})
-    item_memory_dropout: float = field(default=0.0, metadata={
-        "help": "With item_memory_tokens: the share of history items read with the plain end marker instead, drawn "
-                "every batch (so items without a memory token read as in training)."})
 
-    def __post_init__(self):
-        if not 0.0 <= self.item_memory_dropout <= 1.0:
-            raise ValueError(f"item_memory_dropout must be in [0, 1], got {self.item_memory_dropout}")
+
+def get_peft_config(model_args: ModelArguments, model: PreTrainedModel, new_token_ids: list[int]):
+    """The ``peft.LoraConfig`` of ``model_args`` for ``model`` (as trl's ``get_peft_config`` gives one): LoRA on
+    ``lora_target_modules`` with the new ID-token rows trainable (``trainable_token_indices``), or
+    (``peft_layers=full``) the kept layers, the final norm and all token embeddings trained fully (``modules_to_save``)."""
+    from peft import LoraConfig
+    from transformers.pytorch_utils import Conv1D
+
+    transposed = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores its linear maps transposed
+    if model_args.peft_layers == "full":
+        if not model_args.pretrained_layers:
+            raise ValueError("peft_layers=full trains the kept layers of a cut: set --pretrained_layers")
+        to_save, targets, rank = full_layer_adapter_targets(model, model_args.pretrained_layers)
+        tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
+        return LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets,
+                          modules_to_save=to_save, task_type="CAUSAL_LM",  # the embeddings, new rows included
+                          ensure_weight_tying=tied, fan_in_fan_out=transposed)  # a tied head follows the trained embeddings
+    targets = model_args.lora_target_modules
+    return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                      target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets),
+                      task_type="CAUSAL_LM", trainable_token_indices=list(new_token_ids), fan_in_fan_out=transposed)
 
 
 class ModelLoadError(RuntimeError):
@@ -172,16 +179,30 @@ def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedMode
     """Cut a pretrained decoder to its first ``num_layers`` blocks, in place (embeddings, final norm and head
     kept). Compute per token falls about in proportion, which is what makes a pretrained LM trainable on a
     CPU; the config is updated, so the result saves and loads as a plain, smaller model of the same family."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(f"{type(model).__name__}: no decoder layer list to cut (pretrained_layers needs a "
-                         "Llama-style model with model.layers)")
+    decoder, name = decoder_layer_list(model)
+    layers = getattr(decoder, name)
     if not 1 <= num_layers <= len(layers):
         raise ValueError(f"pretrained_layers must be in [1, {len(layers)}] for this model, got {num_layers}")
-    decoder.layers = layers[:num_layers]
+    setattr(decoder, name, layers[:num_layers])
     _cut_config(model.config, num_layers)
     return model
+
+
+# Where decoder families keep their blocks and their final norm (Llama and most: layers/norm; GPT-2: h/ln_f;
+# GPT-NeoX: layers/final_layer_norm; Phi-1/2: layers/final_layernorm).
+_LAYER_LISTS = ("layers", "h", "blocks")
+_FINAL_NORMS = ("norm", "final_layernorm", "final_layer_norm", "ln_f")
+
+
+def decoder_layer_list(model: PreTrainedModel) -> tuple[torch.nn.Module, str]:
+    """The decoder module of a causal LM and the name of its list of blocks (``layers``, GPT-2's ``h``...)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    for name in _LAYER_LISTS:
+        if isinstance(getattr(decoder, name, None), torch.nn.ModuleList):
+            return decoder, name
+    raise ValueError(f"{type(base).__name__}: no list of decoder blocks found (looked for {list(_LAYER_LISTS)} on its "
+                     "decoder), so pretrained_layers cannot cut it: train the whole model (pretrained_layers unset)")
 
 
 def _cut_config(config, num_layers: int):
@@ -194,12 +215,13 @@ def _cut_config(config, num_layers: int):
 
 def decoder_layer_names(model: PreTrainedModel, num_layers: int) -> tuple[list[str], str]:
     """Module names of the first ``num_layers`` decoder blocks and of the final norm, as PEFT matches them."""
-    decoder = model.get_decoder()
+    decoder, layer_list = decoder_layer_list(model)
     prefix = next(name for name, module in model.named_modules() if module is decoder)
-    layers = [f"{prefix}.layers.{i}" for i in range(num_layers)]
-    norm = next((f"{prefix}.{name}" for name, child in decoder.named_children() if name in ("norm", "final_layernorm")), None)
+    layers = [f"{prefix}.{layer_list}.{i}" for i in range(num_layers)]
+    norm = next((f"{prefix}.{name}" for name, _ in decoder.named_children() if name in _FINAL_NORMS), None)
     if norm is None:
-        raise ValueError(f"{type(model).__name__}: no final norm to train with peft_layers=full")
+        raise ValueError(f"{type(model).__name__}: no final norm found (looked for {list(_FINAL_NORMS)}) to train with "
+                         "peft_layers=full: use peft_layers=lora")
     return layers, norm
 
 
@@ -217,14 +239,21 @@ def full_layer_adapter_targets(model: PreTrainedModel, num_layers: int) -> tuple
     for layer in layers:
         leaves = [(name, m) for name, m in modules.items() if name.startswith(layer + ".")
                   and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
-        linear = [(name, m) for name, m in leaves if isinstance(m, torch.nn.Linear)]
+        linear = [(name, m) for name, m in leaves if _is_linear(m)]
         if not linear:
             raise ValueError(f"{layer}: no linear map to attach the adapter to")
-        smallest, module = min(linear, key=lambda nm: nm[1].in_features * nm[1].out_features)
+        smallest, module = min(linear, key=lambda nm: nm[1].weight.numel())
         targets.append(smallest)
-        rank = max(rank, min(module.in_features, module.out_features))
+        rank = max(rank, min(module.weight.shape))
         to_save += [name for name, _ in leaves if name != smallest]
     return to_save, targets, rank
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    """A linear map PEFT can put a LoRA on: ``nn.Linear``, or GPT-2's ``Conv1D`` (a linear map stored transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, torch.nn.Linear | Conv1D)
 
 
 def first_layers_view(model, num_layers: int):
@@ -232,13 +261,13 @@ def first_layers_view(model, num_layers: int):
     the original's (one set of weights, PEFT adapters included), so the ID path of a two-path artefact costs no
     memory and follows every change to the shared weights (adapter on or off, items added)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder()
-    if len(decoder.layers) <= num_layers:
+    decoder, layer_list = decoder_layer_list(base)
+    if len(getattr(decoder, layer_list)) <= num_layers:
         return model
     config = _cut_config(copy.copy(base.config), num_layers)
     decoder_view = copy.copy(decoder)
     decoder_view._modules = dict(decoder._modules)
-    decoder_view._modules["layers"] = torch.nn.ModuleList(list(decoder.layers)[:num_layers])
+    decoder_view._modules[layer_list] = torch.nn.ModuleList(list(getattr(decoder, layer_list))[:num_layers])
     decoder_view.config = config
     view = copy.copy(base)
     view._modules = dict(base._modules)

@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-SYSTEM_PROMPT = "You are a friendly movie recommender. Answer in one or two short sentences."
-GREETING_SYSTEM_PROMPT = ("You are a friendly movie recommender. Greet the user in one short sentence and ask what "
-                          "kind of movie they are in the mood for.")
+from ..data.profile import CatalogueProfile
+
 # How an answer opens: the first recommended title, then the LM's own words.
 OPENERS = ("{title} is a great choice because", "I'd start with {title}, since", "You might enjoy {title}, because")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -32,8 +31,13 @@ class Narrator:
     :meth:`SidRecommender.words_model`), its ``tokenizer``, and the token ids it must never write."""
 
     def __init__(self, words_model: Callable, tokenizer, banned_token_ids: Sequence[int],
-                 mentions: Callable[[str], list[int]] | None = None, max_new_tokens: int = 40):
+                 mentions: Callable[[str], list[int]] | None = None, max_new_tokens: int = 40,
+                 profile: CatalogueProfile | None = None):
+        """``profile``: the catalogue's words, which give the assistant its introduction."""
         self.words_model, self.tokenizer = words_model, tokenizer
+        profile = profile or CatalogueProfile()
+        self.system_prompt = profile.fill(profile.assistant_prompt)
+        self.greeting_prompt = profile.fill(profile.greeting_prompt)
         self.banned = [[int(t)] for t in banned_token_ids]
         self.mentions = mentions
         self.max_new_tokens = max_new_tokens
@@ -48,7 +52,7 @@ class Narrator:
         first = _stable_index(seed_text or request, len(OPENERS))
         for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
             opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
-            continuation = self._generate(SYSTEM_PROMPT, request, f"Here are my picks for you:\n{listing}\n\n{opener}",
+            continuation = self._generate(self.system_prompt, request, f"Here are my picks for you:\n{listing}\n\n{opener}",
                                           max_new_tokens)
             words = self._keep_listed(continuation, {item["index"] for item in items})
             if words:
@@ -58,7 +62,7 @@ class Narrator:
     def greet(self, message: str, max_new_tokens: int | None = None) -> str:
         """A plain answer in words to a message that asks for nothing (a greeting, thanks)."""
         opener = "Hello!" if not re.search(r"\bthank", message, re.I) else "You're welcome!"
-        words = self._generate(GREETING_SYSTEM_PROMPT, message, opener, max_new_tokens)
+        words = self._generate(self.greeting_prompt, message, opener, max_new_tokens)
         return f"{opener} {self._keep_listed(words, set(), sentences=2)}".strip()
 
     @torch.no_grad()

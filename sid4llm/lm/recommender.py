@@ -28,15 +28,11 @@ from ..artifacts import ArtifactError, read_json
 from ..decoding.transition_prior import PRIOR_DIR, ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..vocabulary import VOCAB_FILE, IdVocabulary
-from .models import ModelArguments, first_layers_view, load_causal_lm, peft_without_its_deprecation
-from .recommender_config import CONFIG_FILE, RESULTS_FILE, SidRecommenderConfig
-from .tasks import TaskArguments
+from .models import first_layers_view, load_causal_lm, peft_without_its_deprecation
+from .recommender_config import CONFIG_FILE, DEFAULT_NUM_BEAMS, RESULTS_FILE, SidRecommenderConfig
 
 logger = logging.getLogger(__name__)
 CATALOGUE_FILE = "catalogue.json"  # item categories: what the chat's words and the request benchmark read
-
-
-DEFAULT_NUM_BEAMS = 50  # recall@10 saturates here on ML-1M (scripts/bench_beam_width.py, docs/recommenders.md)
 
 
 def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
@@ -73,8 +69,7 @@ class SidRecommender:
         self.codebook = vocab.codebook
         self.generation_config = generation_config
         self.config = config if config is not None else SidRecommenderConfig(
-            base_model=str(getattr(model.config, "_name_or_path", "") or "unknown"), model_args=ModelArguments(),
-            task_args=TaskArguments())
+            base_model=str(getattr(model.config, "_name_or_path", "") or "unknown"))
         self.results = dict(results or {})
         self.item_categories = [list(c or []) for c in item_categories] if item_categories is not None else None
         self.transition_prior = transition_prior
@@ -100,7 +95,7 @@ class SidRecommender:
         cfg = self.config
         if self.two_paths:
             return True
-        return not cfg.from_scratch and not cfg.pretrained_layers and bool(cfg.task_args.text_tasks)
+        return not cfg.from_scratch and not cfg.pretrained_layers and cfg.text_tasks
 
     def words_model(self):
         """A context manager giving the model that writes words: the whole base with the adapter off for a
@@ -118,16 +113,19 @@ class SidRecommender:
 
         # The codebook grows in place (add_items), so remember how many items the trie was built for.
         if getattr(self, "_decoder", None) is None or self._decoder_items != len(self.codebook):
-            self._decoder = IdDecoder.build(self.vocab, self.device, self.config.model_args.trie_softmax)
+            self._decoder = IdDecoder.build(self.vocab, self.device, self.config.trie_softmax)
             self._decoder_items = len(self.codebook)
         return self._decoder
 
     @cached_property
     def prompt_builder(self):
-        """Writes prompts exactly as in training, from the saved task arguments; built once."""
-        from .tasks import ExampleBuilder
+        """Writes prompts exactly as in training, from the saved prompt settings and profile; built once."""
+        from dataclasses import asdict
 
-        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids, self.config.task_args)
+        from .tasks import ExampleBuilder, TaskArguments
+
+        return ExampleBuilder(self.vocab, self.codebook.titles or self.codebook.item_ids,
+                              TaskArguments(**asdict(self.config.prompt)), self.config.profile)
 
     def _index(self, item) -> int:
         """A codebook index from an index (int, checked) or an item id (str). ``RecommendationPipeline`` is the
@@ -155,25 +153,28 @@ class SidRecommender:
 
     def transition_prior_weight(self, prior_weight: float | None = None) -> float | None:
         """The weight the transition prior re-ranks ID-history decodes with: ``prior_weight`` if given, else the
-        saved one; None without a prior."""
+        decoding config's, else the prior's own; None without a prior."""
         if self.transition_prior is None:
             return None
-        return self.transition_prior.weight if prior_weight is None else prior_weight
+        if prior_weight is not None:
+            return prior_weight
+        saved = self.config.decoding.transition_prior_weight
+        return self.transition_prior.weight if saved is None else saved
 
     def recommend(self, histories, k: int = 10, num_beams: int | None = None, batch_size: int = 16,
                   style: str = "ids", exclude_seen: bool = True, exclude=None,
                   show_progress: bool = False, texts: list[str] | None = None,
-                  cold_share: float = 0.0, prior_weight: float | None = None) -> list[list[dict]]:
+                  cold_share: float | None = None, prior_weight: float | None = None) -> list[list[dict]]:
         """Top-``k`` distinct items per history (lists of item ids or codebook indices), best first, each
         ``{"item_id", "title", "index", "score"}``; the score is the summed log-probability of the ID.
-        ``cold_share`` > 0 gives up to that share of each list to items added after training
+        ``cold_share`` (default: the decoding config's) > 0 gives up to that share of each list to items added after training
         (:attr:`cold_items`), placed after the recommended items whose ID prefix they share
         (:mod:`sid4llm.decoding.cold_items`): the model alone almost never writes an ID it never trained on.
 
         With ``exclude_seen`` (default, as evaluations in the field do) no history item is recommended;
         ``exclude`` adds items to leave out (one collection per history). Beam search never finishes on a
         left-out item, and widens for a user whose list would come out short, so the list holds ``k`` items. ``num_beams`` defaults to the
-        saved generation config's (at least ``k``). ``texts`` (one per history) are requests in words, read with
+        decoding config's (at least ``k``). ``texts`` (one per history) are requests in words, read with
         ``style="request"``.
 
         With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
@@ -192,7 +193,8 @@ class SidRecommender:
         if texts is not None and len(texts) != len(indexed):
             raise ValueError(f"texts needs one request per history: {len(texts)} for {len(indexed)} histories")
         prompts = [self.history_prompt_ids(h, style, texts[n] if texts is not None else None) for n, h in enumerate(indexed)]
-        beams = max(num_beams or self.generation_config.num_beams or k, k)
+        beams = max(num_beams or self.config.decoding.num_beams or k, k)
+        cold_share = self.config.decoding.cold_share if cold_share is None else cold_share
         n_items = len(self.codebook)
         weight = self.transition_prior_weight(prior_weight) if style == "ids" else None
         pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
@@ -241,13 +243,12 @@ class SidRecommender:
         return ColdItemPlacer(self.codebook.codes, self.cold_items, shared_codes)
 
     def decoding_config(self, num_beams: int | None = None) -> GenerationConfig:
-        """A copy of the saved ``generation_config.json``, the one source of every decoding setting (beam width,
-        length, end tokens), with ``num_beams`` overridden when given."""
+        """The decoding settings in transformers' form: a copy of the saved ``generation_config.json`` (length, end
+        tokens, greedy beams) with the decoding config's beam width, or ``num_beams`` when given."""
         import copy
 
         config = copy.deepcopy(self.generation_config)
-        if num_beams is not None:
-            config.num_beams = config.num_return_sequences = num_beams
+        config.num_beams = config.num_return_sequences = num_beams or self.config.decoding.num_beams
         if config.num_beams == 1:  # beam-search-only settings mean nothing greedy (transformers warns of them)
             config.early_stopping, config.length_penalty = False, 1.0
         return config
@@ -357,7 +358,8 @@ class SidRecommender:
             path = Path(snapshot_download(str(path_or_repo_id), revision=revision))
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path}: not a saved SidRecommender ({CONFIG_FILE} missing)")
-        config, results = SidRecommenderConfig.from_saved(read_json(path / CONFIG_FILE), path / CONFIG_FILE)
+        saved = read_json(path / CONFIG_FILE)
+        config, results = SidRecommenderConfig.from_saved(saved, path / CONFIG_FILE)
         if (path / RESULTS_FILE).is_file():
             results = {**results, **read_json(path / RESULTS_FILE)}
         if not (path / VOCAB_FILE).is_file():
@@ -387,6 +389,8 @@ class SidRecommender:
             generation_config = GenerationConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
             raise ArtifactError(f"{path / 'generation_config.json'}: cannot be loaded ({str(err).splitlines()[0]})") from None
+        if "decoding" not in saved:  # saved before the decoding config: its beam width was the generation config's
+            config.decoding.num_beams = generation_config.num_beams or DEFAULT_NUM_BEAMS
         categories = None
         if (path / CATALOGUE_FILE).is_file():
             categories = read_json(path / CATALOGUE_FILE).get("categories")

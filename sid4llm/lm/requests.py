@@ -10,9 +10,9 @@ Phrasings are split: the ``train`` frames are used for training, the ``held_out`
 (``scripts/bench_chat.py``), and a seeded tenth of the items never anchors a "like <title>" request in
 training (:func:`is_held_out_anchor`), so the benchmark measures understanding, not memorised sentences.
 
-Categories get their everyday words from :data:`~sid4llm.data.intents.CATEGORY_WORDS` ("funny" → Comedy, "scary"
-→ Horror); a category it does not know (any other dataset) is asked for by its own name ("something in toys &
-games").
+Every word comes from the catalogue's profile (:class:`~sid4llm.data.profile.CatalogueProfile`): what an item is
+called, the sentence frames, and the everyday words of its categories ("funny" → Comedy on MovieLens); a category
+the profile does not describe is asked for by its own name ("something in toys & games").
 """
 
 from __future__ import annotations
@@ -24,46 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.intents import CATEGORY_WORDS, DECADE_WORDS, CategoryWords, category_key
+from ..data.intents import DECADE_WORDS
+from ..data.profile import CatalogueProfile, CategoryWords
 from ..data.titles import item_year, spoken_title
-
-# Sentence frames; {desc} is a description ("a funny animated movie for my kids"), {title} an item as people
-# type it, {titles} several, {wish} a wish ("scarier"). The held-out frames never appear in training.
-FRAMES = {
-    "describe": {
-        "train": ["I want {desc}", "Recommend {desc}", "Can you recommend {desc}?", "{desc} please",
-                  "I'm in the mood for {desc}", "Looking for {desc}", "Show me {desc}", "Suggest {desc}",
-                  "Any ideas for {desc}?", "Give me {desc}", "I need {desc} for tonight", "{desc}",
-                  "What's {desc} I should watch?", "We'd like {desc}", "Find me {desc}"],
-        "held_out": ["Could you find me {desc}?", "Tonight I feel like {desc}", "Help me pick {desc}",
-                     "My friends want {desc}, any picks?", "What would be {desc} to watch this weekend?",
-                     "do you know {desc}"],
-    },
-    "like": {
-        "train": ["Something like {title}", "More like {title}", "I loved {title}, what else?",
-                  "Movies similar to {title}", "{title} was great, give me more like it", "like {title}",
-                  "I enjoyed {title}. What next?"],
-        "held_out": ["If I enjoyed {title}, what should I see next?", "Anything in the spirit of {title}?"],
-    },
-    "like_wish": {
-        "train": ["Something like {title} but {wish}", "I loved {title}, now something {wish}",
-                  "Like {title}, only {wish}", "{title} but {wish}", "More like {title} but {wish} please",
-                  "I liked {title}. Give me something {wish}"],
-        "held_out": ["Anything in the spirit of {title} but {wish}?", "Similar to {title}, just {wish}?"],
-    },
-    "history": {
-        "train": ["I loved {titles}. What should I watch next?", "I liked {titles}", "My favourites are {titles}",
-                  "I've seen {titles}, what now?", "Fans of {titles} like me watch what?",
-                  "I watched {titles}. Recommend something"],
-        "held_out": ["Recently I watched {titles}; recommend me something", "After {titles}, what comes next?"],
-    },
-    "history_wish": {
-        "train": ["I loved {titles}. Now something {wish}", "I liked {titles}, next I want something {wish}",
-                  "After {titles} I'd like something {wish}"],
-        "held_out": ["Recently I watched {titles}; something {wish} now?"],
-    },
-    "title": {"train": ["{title}", "the movie {title}", "Do you have {title}?"], "held_out": ["I'm looking for {title}"]},
-}
 
 
 def is_held_out_anchor(item_id: str) -> bool:
@@ -90,13 +53,17 @@ class RequestWriter:
     train histories (for "like <title>" neighbours and real users' next items)."""
 
     def __init__(self, titles: Sequence[str], categories: Sequence[Sequence[str]], popularity: np.ndarray,
-                 histories: Sequence[Sequence[int]], item_ids: Sequence[str], item_nouns: Sequence[str] = ("movie", "film"),
+                 histories: Sequence[Sequence[int]], item_ids: Sequence[str], profile: CatalogueProfile | None = None,
                  neighbours: int = 50, seed: int = 0):
         self.titles, self.item_ids = list(titles), [str(i) for i in item_ids]
         self.categories = [tuple(c or ()) for c in categories]
         self.popularity = np.asarray(popularity, dtype=float)
         self.histories = [list(h) for h in histories]
-        self.item_nouns = list(item_nouns) or ["one"]
+        self.profile = profile or CatalogueProfile()
+        self.item_nouns = self.profile.nouns
+        self._frames = {(kind, split): self.profile.request_frames(kind, split)
+                        for kind in ("describe", "like", "like_wish", "history", "history_wish", "title")
+                        for split in ("train", "held_out")}
         self.rng = random.Random(seed)
         n = len(self.titles)
         self.years = [item_year(t) for t in self.titles]
@@ -110,7 +77,7 @@ class RequestWriter:
 
     # ------------------------------------------------------------------ words
     def words(self, category: str) -> CategoryWords:
-        known = CATEGORY_WORDS.get(category_key(category))
+        known = self.profile.words_for(category)
         if known is not None:
             return known
         name = category.lower()
@@ -155,7 +122,7 @@ class RequestWriter:
         return text.lower() if rng.random() < 0.3 else text
 
     def frame(self, kind: str, split: str) -> str:
-        return self.rng.choice(FRAMES[kind][split])
+        return self.rng.choice(self._frames[kind, split])
 
     # ------------------------------------------------------------------ requests
     def sample_item(self) -> int:

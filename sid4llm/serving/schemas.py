@@ -30,7 +30,7 @@ class RecommendRequest(_Strict):
     exclude: list[ItemRef] = Field(default_factory=list, description="Items never to recommend (to every user).")
     exclude_history: StrictBool = Field(default=True, description="Leave the history's own items out.")
     query: StrictStr | None = Field(
-        default=None, description="A request in words (\"a funny animated movie for my kids\"), read with the "
+        default=None, description="A request in words (\"something funny for my kids\"), read with the "
                                   "history as the chat reads it; only for models that learned the requests task.")
 
     @model_validator(mode="after")

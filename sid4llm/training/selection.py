@@ -25,9 +25,10 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Literal
 
-import numpy as np
 import torch
 from transformers import TrainerCallback, TrainingArguments
+
+from ..metrics import ranking_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,6 @@ def plan_training_steps(training_args: TrainingArguments, train_rows: int, min_s
     logger.warning("training %s steps (%s epochs of %s steps): %s", f"{steps:,}", plan["epochs"],
                    f"{steps_per_epoch:,}", reason)
     return plan
-
-
-def sampled_users(n_users: int, count: int, seed: int) -> list[int]:
-    """A seeded sample of ``count`` users (all when there are fewer), the same on every call."""
-    if count >= n_users:
-        return list(range(n_users))
-    return sorted(np.random.default_rng(seed).choice(n_users, size=count, replace=False).tolist())
 
 
 def _trainable(model) -> Iterator[tuple[str, torch.nn.Parameter]]:
@@ -142,8 +136,8 @@ class ValidationRecall(TrainerCallback):
                                                            batch_size=32)
         finally:
             model.train(was_training)
-        hits = sum(t in {r["index"] for r in lists} for t, lists in zip(self.targets, ranked))
-        return hits / max(len(self.targets), 1)
+        lists = [[r["index"] for r in found] for found in ranked]
+        return ranking_metrics(lists, self.targets, max(len(lists), 1), ks=(self.k,))[f"recall@{self.k}"]
 
     def _evaluate(self, state, model) -> None:
         start = clock()
@@ -326,10 +320,8 @@ def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], 
     recall, ndcg = {}, {}
     for weight in sorted({0.0, *map(float, weights)}):
         ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(ranked, log_priors)]
-        hit_at = [top.index(t) if t in top else None for top, t in zip(ranks, targets)]
-        users = max(len(targets), 1)
-        recall[weight] = round(sum(at is not None for at in hit_at) / users, 4)
-        ndcg[weight] = round(sum(1 / math.log2(at + 2) for at in hit_at if at is not None) / users, 4)
+        measured = ranking_metrics(ranks, targets, max(len(ranks), 1), ks=(k,))  # (coverage not read)
+        recall[weight], ndcg[weight] = round(measured[f"recall@{k}"], 4), round(measured[f"ndcg@{k}"], 4)
     prior.config.weight = max(recall, key=lambda w: (recall[w], ndcg[w], -w))
     logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept", k, k,
                    ", ".join(f"{w:g}: {recall[w]:.4f} ({ndcg[w]:.4f})" for w in recall), len(targets),
