@@ -107,12 +107,14 @@ def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: 
         for action in parser._actions:
             if action.dest in values:
                 action.required = False
+    flags = {s for action in parser._actions for s in action.option_strings}
+    unknown = [a.split("=", 1)[0] for a in args if a.startswith("--") and a.split("=", 1)[0] not in flags]
+    if unknown:  # before anything else: a misspelled flag also reads as a missing required one
+        sys.exit(f"error: unknown flag(s) {', '.join(_with_closest(u, flags, '--') for u in unknown)} "
+                 "(--help lists them)")
     *outputs, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     if remaining:
-        flags = {s for action in parser._actions for s in action.option_strings}
-        unknown = [a.split("=", 1)[0] for a in remaining if a.startswith("-")] or remaining[:1]
-        sys.exit(f"error: unknown flag(s) {', '.join(_with_closest(u, flags, '--') for u in unknown)} "
-                 f"(--help lists them)")
+        sys.exit(f"error: unexpected argument(s) {' '.join(remaining)} (--help lists the flags)")
     return tuple(outputs[: len(dataclass_types)])  # the rest is the namespace holding --config
 
 

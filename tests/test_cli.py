@@ -107,3 +107,35 @@ def test_the_recipe_file_and_the_module_entry_point_run(tmp_path):
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
         assert run.returncode == 0, run.stderr
         assert "--config" in run.stdout
+
+
+@pytest.mark.parametrize("command, flag, closest", [("finetune", "--lora_rr", "--lora_r"), ("serve", "--api-key", None),
+                                                    ("prepare-data", "--item_nuon", "--item_noun"),
+                                                    ("evaluate", "--bogus", None)])
+def test_a_misspelled_flag_on_any_command_is_one_error_line_naming_the_closest(command, flag, closest, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, flag, "1"])
+    message = str(exit_.value.code)
+    assert message.startswith(f"error: unknown flag(s) {flag}") and "\n" not in message
+    assert (f"did you mean {closest}?" in message) if closest else "did you mean" not in message
+
+
+def test_an_unknown_yaml_key_is_one_error_line_naming_the_file_and_the_closest(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learnig_rate: 0.1\nmax_steps: 3\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--config", str(config), "--data_dir", "d", "--codebook", "c", "--output_dir", "o"])
+    assert str(exit_.value.code) == f"error: {config}: unknown key(s) learnig_rate (did you mean learning_rate?)"
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) learnig_rate \(did you mean learning_rate\?\)"):
+        load_arguments([TaskArguments, IdTrainingArguments], None, learnig_rate=0.1)
+
+
+def test_a_gpu_setting_on_a_machine_without_one_is_one_clear_line(monkeypatch):
+    from sid4llm.training import config as training_config
+
+    monkeypatch.setattr(training_config, "accelerator_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--config", "finetune/smollm2_lora_gpu", "--data_dir", "d", "--codebook", "c",
+              "--output_dir", "o"])
+    assert str(exit_.value.code) == ("error: --bf16 true needs a GPU (or another accelerator), and this machine has "
+                                     "none: pass --bf16 false to train in fp32 on the CPU")
