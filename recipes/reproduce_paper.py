@@ -4,7 +4,7 @@ The code is :mod:`sid4llm.commands.reproduce_paper`; this file exists so that ``
 works. ``--help`` lists the flags; ``--config FILE`` reads them from YAML.
 """
 
-from sid4llm.commands.reproduce_paper import run
+from sid4llm.research.reproduce_paper import run
 
 if __name__ == "__main__":
     run()

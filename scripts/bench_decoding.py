@@ -26,8 +26,8 @@ from sid4llm.decoding import TrieLogitsProcessor, left_pad
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.lm.embedding_init import init_id_embeddings
 from sid4llm.lm.models import ModelArguments, load_tokenizer
-from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.recommender_config import SidRecommenderConfig
+from sid4llm.lm.recommender import SidRecommender
+from sid4llm.lm.recommender_config import SidRecommenderConfig, recommendation_generation_config
 from sid4llm.lm.tasks import TaskArguments
 from sid4llm.reporting import markdown_table, write_json
 from sid4llm.vocabulary import IdVocabulary

@@ -30,7 +30,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("sid4llm.serving",),
     ("sid4llm.cli",),
     ("sid4llm.commands", "sid4llm.__main__"),
+    ("sid4llm.research",),
 ]
+
+# The product path: what a user's recommender runs on. None of it may import the research harness.
+PRODUCT_PATH = ("sid4llm.data", "sid4llm.ids", "sid4llm.vocabulary", "sid4llm.decoding", "sid4llm.lm",
+                "sid4llm.training", "sid4llm.pipeline", "sid4llm.serving", "sid4llm.evaluation", "sid4llm.chat")
 
 
 def layer(module: str) -> int:

@@ -17,8 +17,9 @@ from typing import Literal
 from transformers import HfArgumentParser
 
 from sid4llm.data import PreparedData
-from sid4llm.evaluation import evaluate_recommender, interval_verdict, paired_bootstrap
+from sid4llm.evaluation import evaluate_recommender
 from sid4llm.lm.recommender import SidRecommender
+from sid4llm.research.paired import interval_verdict, paired_bootstrap
 
 
 @dataclass

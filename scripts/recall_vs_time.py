@@ -29,7 +29,8 @@ from sid4llm.cli import parse_config_and_args, user_errors
 from sid4llm.data import PreparedData
 from sid4llm.evaluation import evaluate_recommender
 from sid4llm.lm.models import ModelArguments
-from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
+from sid4llm.lm.recommender import SidRecommender
+from sid4llm.lm.recommender_config import recommendation_generation_config
 from sid4llm.lm.tasks import TaskArguments
 from sid4llm.reporting import machine_description, markdown_table, write_json
 from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sid4llm.cli import load_arguments, parse_config_and_args, resolve_config
-from sid4llm.commands import COMMANDS, finetune, main
+from sid4llm.commands import COMMANDS, command_module, finetune, main
 from sid4llm.ids import DVAEConfig, IdTrainingArguments
 from sid4llm.lm.tasks import TaskArguments
 
@@ -28,12 +28,13 @@ def test_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_parses_its_flags_and_has_a_recipe_file(name, capsys):
-    module = importlib.import_module(f"sid4llm.commands.{COMMANDS[name][0]}")
+    module_name = command_module(name)
+    module = importlib.import_module(module_name)
     with pytest.raises(SystemExit) as exit_:
         main([name, "--help"])
     assert exit_.value.code == 0 and f"usage: sid4llm {name}" in capsys.readouterr().out
-    recipe = (REPO / "recipes" / f"{COMMANDS[name][0]}.py").read_text()
-    assert f"from sid4llm.commands.{COMMANDS[name][0]} import run" in recipe and callable(module.run)
+    recipe = (REPO / "recipes" / f"{module_name.rsplit('.', 1)[1]}.py").read_text()
+    assert f"from {module_name} import run" in recipe and callable(module.run)
 
 
 def test_an_unknown_command_is_an_error_naming_the_commands():
@@ -86,7 +87,7 @@ def test_every_choice_field_shows_its_choices_in_help(name, capsys):
     import dataclasses
     import typing
 
-    module = importlib.import_module(f"sid4llm.commands.{COMMANDS[name][0]}")
+    module = importlib.import_module(command_module(name))
     types = module.arguments([]) if hasattr(module, "arguments") else module.ARGUMENTS
     with pytest.raises(SystemExit):
         parse_config_and_args(types, ["--help"])

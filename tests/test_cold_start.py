@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sid4llm.data import PreparedData
-from sid4llm.data.cold_start import ColdItems, choose_cold_items, write_without_items
-from sid4llm.evaluation.cold_start import cold_start_users, content_rankings
+from sid4llm.research.cold_start_items import ColdItems, choose_cold_items, write_without_items
+from sid4llm.research.cold_start_metrics import cold_start_users, content_rankings
 
 
 def test_cold_items_are_spread_over_popularity_and_seeded():
@@ -57,7 +57,7 @@ def test_the_content_baseline_ranks_by_similarity_to_the_recent_history_and_leav
 
 
 def test_most_popular_never_ranks_a_cold_item_and_content_can():
-    from sid4llm.evaluation.cold_start import ColdStartUsers, baseline_metrics
+    from sid4llm.research.cold_start_metrics import ColdStartUsers, baseline_metrics
 
     rng = np.random.default_rng(0)
     n_warm, n_cold = 40, 5
@@ -86,8 +86,8 @@ def test_prefix_placement_puts_a_cold_item_after_the_warm_item_whose_codes_it_sh
 
 @pytest.mark.slow  # trains IDs and a recommender
 def test_cold_start_protocol_scores_cold_items_that_enter_the_trie_and_can_rank_first(tiny_prepared, tmp_path):
-    from sid4llm.commands import cold_start
     from sid4llm.lm.recommender import SidRecommender
+    from sid4llm.research import cold_start
 
     args = cold_start.ColdStartArguments(data_dir=tiny_prepared["data_dir"], output_dir=str(tmp_path / "cs"),
                                          fraction=0.25, id_sets=["varlen"], id_steps=3, id_vocab_size=4, num_beams=4)

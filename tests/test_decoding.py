@@ -11,8 +11,13 @@ from sid4llm.decoding import TrieLogitsProcessor, id_head_rows
 from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.lm.embedding_init import init_id_embeddings
-from sid4llm.lm.recommender import SidRecommender, recommendation_generation_config
-from sid4llm.lm.recommender_config import DecodingConfig, PromptConfig, SidRecommenderConfig
+from sid4llm.lm.recommender import SidRecommender
+from sid4llm.lm.recommender_config import (
+    DecodingConfig,
+    PromptConfig,
+    SidRecommenderConfig,
+    recommendation_generation_config,
+)
 from sid4llm.vocabulary import IdVocabulary
 
 

@@ -1,6 +1,7 @@
 """The package's shape: no import cycles and no import from a lower layer to a higher one (data → ids →
-ID tokens → decoding → LM → pipeline → evaluation → serving → commands), checked on every import, including those
-inside functions (scripts/import_graph.py prints the graph)."""
+ID tokens → decoding → LM → training → pipeline → evaluation → serving → commands → research), checked on every
+import, including those inside functions (scripts/import_graph.py prints the graph); the product path never
+imports the research harness, and none of its modules is over 400 lines."""
 
 from __future__ import annotations
 
@@ -46,3 +47,22 @@ def test_every_module_is_in_a_listed_layer_or_a_part_of_one():
     for module in graph.import_graph(REPO / "sid4llm"):
         parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 2)}
         assert parents & listed - {"sid4llm"} or module == "sid4llm" or module in listed, module
+
+
+def test_nothing_on_the_product_path_imports_the_research_harness():
+    """Paper reproduction, the cold-start study and paired bootstrap live in sid4llm.research, beside the product:
+    a user's recommender (data, IDs, training, decoding, LM, pipeline, serving, evaluation) never loads them."""
+    graph = load_import_graph()
+    edges = graph.import_graph(REPO / "sid4llm")
+    assert any(m.startswith("sid4llm.research.") for m in edges)
+    on_path = {m: deps for m, deps in edges.items() if m.startswith(graph.PRODUCT_PATH)}
+    assert on_path and not {m: [d for d in deps if d.startswith("sid4llm.research")]
+                            for m, deps in on_path.items() if any(d.startswith("sid4llm.research") for d in deps)}
+
+
+def test_no_module_of_the_product_path_is_over_400_lines():
+    graph = load_import_graph()
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "sid4llm").rglob("*.py")
+            if graph.module_name(p, REPO / "sid4llm").startswith(graph.PRODUCT_PATH)
+            and (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sid4llm.evaluation import interval_verdict, paired_bootstrap
+from sid4llm.research.paired import interval_verdict, paired_bootstrap
 
 
 def lists_hitting(targets, hit_mask, n_items, k=10, offset=0):

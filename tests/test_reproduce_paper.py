@@ -61,7 +61,7 @@ def test_protocol_runs_every_method_seed_and_budget_and_reports_each_claim(tmp_p
 def test_a_finished_reproduction_is_reused_only_under_the_same_protocol(tmp_path, monkeypatch):
     from dataclasses import asdict
 
-    from sid4llm.commands.reproduce_paper import ReproduceArguments, same_protocol
+    from sid4llm.research.reproduce_paper import ReproduceArguments, same_protocol
 
     monkeypatch.chdir(tmp_path)
     saved = asdict(ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir="out", seeds=[0],
@@ -77,7 +77,7 @@ def test_runs_made_before_a_setting_existed_are_reused_when_it_keeps_its_default
     import json
     from dataclasses import asdict
 
-    from sid4llm.commands import reproduce_paper
+    from sid4llm.research import reproduce_paper
 
     args = reproduce_paper.ReproduceArguments(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
     saved = asdict(args)
@@ -93,7 +93,7 @@ def test_runs_made_before_a_setting_existed_are_reused_when_it_keeps_its_default
 
 def test_every_id_method_reads_the_same_input_so_the_comparison_is_fair():
     """The shipped varlen config mixes in co-occurrence; the paper's comparison gives every method one input."""
-    from sid4llm.commands import reproduce_paper
+    from sid4llm.research import reproduce_paper
 
     for weight in (0.0, 0.8):
         args = reproduce_paper.ReproduceArguments(data_dir="d", output_dir="o", collaborative_weight=weight,

@@ -6,7 +6,8 @@ They are reached three ways, all the same code: ``sid4llm <command>`` (the conso
 the quickstart and the paper reproduction call the other commands' ``main`` functions.
 """
 
-# command name → (module, one-line summary); the order is the order of a run.
+# command name → (module, one-line summary); the order is the order of a run. A module named without a package is
+# one of sid4llm.commands; the research harness (sid4llm.research) adds the last two.
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "read a dataset, split it leave-one-out, embed the item texts"),
     "train-ids": ("train_ids", "learn semantic IDs (variable-length dVAE, fixed, RQ-KMeans, REINFORCE, atomic)"),
@@ -15,9 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "talk to a trained recommender: titles in, catalogue items out"),
     "serve": ("serve", "serve a trained recommender over HTTP: /v1/recommend, OpenAI-compatible /v1/chat/completions"),
     "add-items": ("add_items", "give new (cold-start) items IDs without changing any existing one"),
-    "cold-start": ("cold_start", "how well new items are recommended from their text alone (held-out items, add_items)"),
+    "cold-start": ("sid4llm.research.cold_start", "how well new items are recommended from their text alone (held-out items, add_items)"),
     "quickstart": ("quickstart", "every step in one run on bundled MovieLens-1M and SmolLM2, sized for 2 CPU cores"),
-    "reproduce-paper": ("reproduce_paper", "the claims of arXiv 2602.16375 on one dataset, with results.md"),
+    "reproduce-paper": ("sid4llm.research.reproduce_paper", "the claims of arXiv 2602.16375 on one dataset, with results.md"),
 }
 
 
@@ -38,5 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         sys.exit(f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)} (sid4llm --help)")
     sys.argv = [f"sid4llm {name}", *argv]
-    importlib.import_module(f"{__name__}.{COMMANDS[name][0]}").run()
+    importlib.import_module(command_module(name)).run()
+
+
+def command_module(name: str) -> str:
+    """The dotted module that runs the command ``name``."""
+    module = COMMANDS[name][0]
+    return module if "." in module else f"{__name__}.{module}"
 

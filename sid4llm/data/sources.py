@@ -11,16 +11,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .readers import (
-    DataFormatError,
-    RawData,
-    no_time,
-    read_amazon,
-    read_amazon2023,
-    read_generic,
-    read_movielens,
-    read_recbole_atomic,
-)
+from .amazon import read_amazon, read_amazon2023
+from .generic import read_generic
+from .readers import DataFormatError, RawData, no_time, read_movielens, read_recbole_atomic
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ most-popular floor; the metrics also ship as a local ``evaluate`` module (``reco
 
 from ..metrics import head_items, ranking_metrics, sample_users
 from .leave_one_out import evaluate_recommender, format_table, load_metric, most_popular_rankings
-from .paired import interval_verdict, paired_bootstrap
 
-__all__ = ["evaluate_recommender", "format_table", "head_items", "interval_verdict", "load_metric", "most_popular_rankings",
-           "paired_bootstrap", "ranking_metrics", "sample_users"]
+__all__ = ["evaluate_recommender", "format_table", "head_items", "load_metric", "most_popular_rankings",
+           "ranking_metrics", "sample_users"]

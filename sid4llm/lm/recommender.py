@@ -6,7 +6,8 @@ loaded as one folder (flat, as on the Hub)::
     codebook/                                         the SemanticIdCodebook
     generation_config.json                            complete: greedy beams, do_sample=False
     transition_prior/                                 optional: item transition counts that re-rank the beam
-    sid4llm_config.json                               how to rebuild: base model, PEFT or not
+    sid4llm_config.json                               what inference reads (model, prompt, decoding, profile)
+                                                      and how it was trained
     README.md                                         model card
 
 Loading resizes the base model to the extended tokenizer *before* attaching the adapter.
@@ -33,19 +34,6 @@ from .recommender_config import CONFIG_FILE, DEFAULT_NUM_BEAMS, RESULTS_FILE, Si
 
 logger = logging.getLogger(__name__)
 CATALOGUE_FILE = "catalogue.json"  # item categories: what the chat's words and the request benchmark read
-
-
-def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
-    """A complete config for ID generation, so a checkpoint's sampling defaults can never leak into beam
-    search: greedy beams, no sampling, stop at the end-of-ID marker."""
-    longest = max(len(s) for s in vocab.codebook.sequences) + 2
-    tokenizer = vocab.tokenizer
-    eos = [vocab.end_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
-    return GenerationConfig(
-        do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=longest + 4,
-        early_stopping=True, length_penalty=0.0, temperature=None, top_k=None, top_p=None,
-        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
 
 
 @contextmanager

@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from transformers import GenerationConfig
+
 from ..artifacts import ArtifactError
 from ..data.profile import CatalogueProfile, ProfileError
+from ..vocabulary import IdVocabulary
 
 CONFIG_FILE = "sid4llm_config.json"
 RESULTS_FILE = "results.json"
@@ -141,6 +144,19 @@ class SidRecommenderConfig:
                 task_args["tasks"] = [t for t in re.split(r"[\s,]+", task_args["tasks"]) if t]
             values["task_args"] = task_args
         return cls.from_dict(values, where), results
+
+
+def recommendation_generation_config(vocab: IdVocabulary, num_beams: int = DEFAULT_NUM_BEAMS) -> GenerationConfig:
+    """A complete config for ID generation, so a checkpoint's sampling defaults can never leak into beam
+    search: greedy beams, no sampling, stop at the end-of-ID marker."""
+    longest = max(len(s) for s in vocab.codebook.sequences) + 2
+    tokenizer = vocab.tokenizer
+    eos = [vocab.end_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    return GenerationConfig(
+        do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=longest + 4,
+        early_stopping=True, length_penalty=0.0, temperature=None, top_k=None, top_p=None,
+        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
 
 
 def _from_format_5(values: dict[str, Any], where: str | Path) -> dict[str, Any]:

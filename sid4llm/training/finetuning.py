@@ -32,8 +32,14 @@ from ..lm.models import (
     peft_without_its_deprecation,
     scratch_model,
 )
-from ..lm.recommender import SidRecommender, recommendation_generation_config
-from ..lm.recommender_config import CONFIG_FILE, FORMAT_VERSION, PromptConfig, SidRecommenderConfig
+from ..lm.recommender import SidRecommender
+from ..lm.recommender_config import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    PromptConfig,
+    SidRecommenderConfig,
+    recommendation_generation_config,
+)
 from ..lm.tasks import TaskArguments, build_segments, stream_tokens_per_item
 from ..metrics import sample_users
 from ..vocabulary import IdVocabulary

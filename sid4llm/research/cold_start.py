@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..cli import run_command
+from ..commands import finetune, train_ids
+from ..commands.train_ids import SHIPPED_ID_CONFIGS
 from ..data import PreparedData
-from ..data.cold_start import ColdItems, choose_cold_items, write_without_items
-from ..evaluation.cold_start import baseline_metrics, cold_start_users, split_metrics
 from ..reporting import machine_description, markdown_table, write_json
-from . import finetune, train_ids
+from .cold_start_items import ColdItems, choose_cold_items, write_without_items
+from .cold_start_metrics import baseline_metrics, cold_start_users, split_metrics
 from .comparison import SharedMethodSettings
-from .train_ids import SHIPPED_ID_CONFIGS
 
 KS = (10, 20)
 

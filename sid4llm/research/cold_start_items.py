@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .prepare import PreparedData, write_prepared_folder
-from .processing import process_interactions
-from .readers import DataFormatError, RawData
+from ..data.prepare import PreparedData, write_prepared_folder
+from ..data.processing import process_interactions
+from ..data.readers import DataFormatError, RawData
 
 COLD_ITEMS_FILE = "cold_items.json"  # in the warm dataset folder: what was taken out, and how it was chosen
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data import PreparedData
-from ..data.cold_start import ColdItems
+from ..evaluation.leave_one_out import most_popular_rankings
 from ..metrics import ranking_metrics
-from .leave_one_out import most_popular_rankings
+from .cold_start_items import ColdItems
 
 
 @dataclass

@@ -37,12 +37,15 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import run_command
+from ..commands import finetune, train_ids
 from ..data import PreparedData
-from ..evaluation import evaluate_recommender, interval_verdict, paired_bootstrap, sample_users
+from ..evaluation import evaluate_recommender
 from ..lm.tasks import budget_history
+from ..metrics import sample_users
 from ..reporting import machine_description, markdown_table, write_json
-from . import cold_start, finetune, train_ids
+from . import cold_start
 from .comparison import SharedMethodSettings
+from .paired import interval_verdict, paired_bootstrap
 
 IDS_CONFIGS = train_ids.SHIPPED_ID_CONFIGS
 # The paper's Yambda numbers for claim 2 (its Table 2): recall@10, coverage@10 (distinct items), mean ID length.
