@@ -1,7 +1,7 @@
 """The chat benchmark on a trained recommender: category precision@5 on held-out request phrasings (beside the
 most popular items and the best possible list), mention precision/recall on labelled messages, share of answers
 with words, seconds per chat turn, and recall@10 from a natural-language prompt beside the ID-stream recall and
-the most-popular floor (:mod:`sid4llm.evaluation.chat_benchmark`).
+the most-popular floor (:mod:`sid4llm.chat.benchmark`).
 
     python scripts/bench_chat.py --model outputs/quickstart/model --data_dir outputs/quickstart/data \
         --json docs/bench_chat.json
@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from sid4llm.chat.benchmark import category_precision, chat_turns, mention_scores, prompt_recall
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
-from sid4llm.evaluation.chat_benchmark import category_precision, chat_turns, mention_scores, prompt_recall
 from sid4llm.pipeline import RecommendationPipeline
 from sid4llm.reporting import machine_description, markdown_table, write_json
 

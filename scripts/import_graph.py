@@ -25,8 +25,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("sid4llm.decoding",),
     ("sid4llm.lm",),
     ("sid4llm.training",),
+    ("sid4llm.chat",),
     ("sid4llm.pipeline",),
-    ("sid4llm.evaluation",),
+    ("sid4llm.evaluation", "sid4llm.chat.benchmark"),  # the chat benchmark scores a pipeline, as evaluation does
     ("sid4llm.serving",),
     ("sid4llm.cli",),
     ("sid4llm.commands", "sid4llm.__main__"),

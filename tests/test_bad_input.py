@@ -19,9 +19,9 @@ import pytest
 
 from sid4llm import RecommendationPipeline, SidRecommender
 from sid4llm.artifacts import ArtifactError
+from sid4llm.chat.mentions import TitleIndex
 from sid4llm.data import DataFormatError, process_interactions, read_generic, read_movielens
 from sid4llm.data.item_embeddings import EmbeddingError, read_user_embeddings
-from sid4llm.data.titles import TitleIndex
 from sid4llm.ids import SemanticIdCodebook
 
 REPO = Path(__file__).resolve().parents[1]

@@ -71,7 +71,7 @@ def test_no_sentence_the_library_writes_for_a_bookshop_names_movies(bookshop):
     # the natural-language prompt, the assistant's introductions
     builder = ExampleBuilder(rec.vocab, list(data.items["title"]), TaskArguments(), data.profile)
     sentences.append(builder.natural_language_prompt([0, 1, 2]))
-    sentences += [pipe.narrator.system_prompt, pipe.narrator.greeting_prompt]
+    sentences += [pipe.assistant.narrator.system_prompt, pipe.assistant.narrator.greeting_prompt]
     # chat answers: a greeting, thanks, an empty message, one without words, requests, a title, an unknown title
     for message in ("hi", "thanks!", "", "???", "Something for my kids", "I loved The Silent River. What next?",
                     'Do you have "A Book That Is Not There"?', "a fantasy thriller please"):

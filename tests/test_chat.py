@@ -10,8 +10,8 @@ import pytest
 from conftest import CHAT_CATALOGUE
 
 from sid4llm import RecommendationPipeline
-from sid4llm.data.titles import TitleIndex
-from sid4llm.evaluation.chat_benchmark import category_precision, chat_turns, mention_scores, prompt_recall
+from sid4llm.chat.benchmark import category_precision, chat_turns, mention_scores, prompt_recall
+from sid4llm.chat.mentions import TitleIndex
 
 TITLES = [title for _, title, _ in CHAT_CATALOGUE]
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from sid4llm import RecommendationPipeline, SidRecommender
-from sid4llm.data.titles import TitleIndex, normalize_title
+from sid4llm.chat.mentions import TitleIndex
+from sid4llm.data.titles import normalize_title
 from sid4llm.ids import SemanticIdCodebook
 
 REPO = Path(__file__).resolve().parents[1]

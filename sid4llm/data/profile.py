@@ -62,6 +62,9 @@ NEUTRAL_FRAMES: dict[str, dict[str, list[str]]] = {
     "title": {"train": ["{title}", "the {noun} {title}", "Do you have {title}?"], "held_out": ["I'm looking for {title}"]},
 }
 FRAME_KINDS = tuple(NEUTRAL_FRAMES)
+# How people say a decade ("from the eighties"), beside "from the 80s" and "from the 1980s".
+DECADE_WORDS = {1920: "twenties", 1930: "thirties", 1940: "forties", 1950: "fifties", 1960: "sixties",
+                1970: "seventies", 1980: "eighties", 1990: "nineties"}
 _WORD_KEYS = ("noun", "nouns", "Noun", "Nouns", "verb", "verb_past")
 
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.intents import DECADE_WORDS
-from ..data.profile import CatalogueProfile, CategoryWords
+from ..data.profile import DECADE_WORDS, CatalogueProfile, CategoryWords
 from ..data.titles import item_year, spoken_title
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.titles import spoken_title
+from ..evaluation.leave_one_out import evaluate_recommender
 from ..metrics import sample_users
-from .leave_one_out import evaluate_recommender
 
 # Labelled messages: the first set was written with the mention rules, the second afterwards (as a check on them)
 MENTION_FILES = (Path(__file__).with_name("chat_mentions_movielens.jsonl"),
