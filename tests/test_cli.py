@@ -136,7 +136,7 @@ def test_a_gpu_setting_on_a_machine_without_one_is_one_clear_line(monkeypatch):
 
     monkeypatch.setattr(training_config, "accelerator_available", lambda: False)
     with pytest.raises(SystemExit) as exit_:
-        main(["finetune", "--config", "finetune/smollm2_lora_gpu", "--data_dir", "d", "--codebook", "c",
+        main(["finetune", "--config", "finetune/lora_gpu", "--data_dir", "d", "--codebook", "c",
               "--output_dir", "o"])
     assert str(exit_.value.code) == ("error: --bf16 true needs a GPU (or another accelerator), and this machine has "
                                      "none: pass --bf16 false to train in fp32 on the CPU")

@@ -722,3 +722,24 @@ def test_a_transition_prior_is_counted_weighted_on_valid_users_saved_and_used(tm
     result = evaluate_recommender(loaded, data, "valid", ks=[10], invalid_rate_users=0, show_progress=False,
                                   prior_weight=0.0)
     assert result["transition_prior_weight"] == 0.0
+
+
+def test_the_gpu_config_runs_on_a_tiny_model_on_cpu_with_every_lever(tmp_path, tiny_lm_dir, chat_prepared):
+    """finetune/lora_gpu — any causal LM by name, LoRA at full depth — carries what the CPU recipes learned: requests
+    in words, the trie softmax, validation with the best state kept, the weight average, the transition prior and a
+    time budget. Here on a tiny model, --bf16 false on a CPU."""
+    from sid4llm.commands import finetune
+
+    rec = finetune.trained_or_train(
+        "finetune/lora_gpu", model_name_or_path=tiny_lm_dir, data_dir=chat_prepared["data_dir"],
+        codebook=chat_prepared["codebook_dir"], output_dir=tmp_path / "gpu", bf16=False, use_cpu=True,
+        num_train_epochs=1, min_steps=4, per_device_train_batch_size=8, request_examples=60, valid_users=10,
+        transition_prior_users=10, history_token_budget=40, max_train_minutes=5, dataloader_num_workers=0,
+        disable_tqdm=True, save_strategy="no")
+    assert rec.config.trie_softmax and rec.decoder.trie_softmax and rec.config.peft
+    assert rec.config.prompt.tasks == ["sequential", "requests"] and rec.has_words_path
+    assert rec.results["validation"]["best"] and rec.results["training_plan"]["time_budget"]
+    assert rec.transition_prior is not None and "transition_prior" in rec.results
+    assert rec.config.training["training"]["weight_average_decay"] == 0.99
+    reply = RecommendationPipeline(rec).chat([{"role": "user", "content": "Something funny?"}], k=3)
+    assert len(reply["items"]) == 3
