@@ -98,14 +98,14 @@ def test_the_batch_form_gives_one_list_per_history_and_exclude_applies_to_all(se
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, pipe):
-    batches_before = server.app.state.batcher.batches
+    batches_before = server.app.state.registry.get().batcher.batches
     requests = [(HISTORIES[n % len(HISTORIES)], 3 + n % 3) for n in range(24)]  # different users and ks
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda r: server.client.post("/v1/recommend", json={"history": r[0], "k": r[1]}), requests))
     assert all(a.status_code == 200 for a in answers)
     for (history, k), answer in zip(requests, answers):
         assert ids(answer.json()["items"]) == ids(pipe.recommend(history, k=k))
-    assert server.app.state.batcher.batches - batches_before < len(requests)  # some were decoded together
+    assert server.app.state.registry.get().batcher.batches - batches_before < len(requests)  # some were decoded together
 
 
 def test_a_query_in_words_is_read_as_the_chat_reads_it(server, pipe):

@@ -63,49 +63,66 @@ class ChatAssistant:
                         profile=self.recommender.config.profile)
 
     def reply(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (), exclude: Sequence[str | int] = (),
-             max_new_tokens: int = 40, prose: bool | None = None) -> dict:
+              max_new_tokens: int = 40, prose: bool | None = None) -> dict:
         """One assistant turn for a conversation (``[{"role", "content"}, ...]``, the last one the user's).
 
         Items the user names anywhere in the conversation (by title, fuzzily; ``history`` adds more) are read as an
         ID stream after the words of the last message, and the list is the model's trie-constrained decoding of
         that request (:attr:`chat_style`); items recommended in earlier assistant turns (their ``items``), named
         items and ``exclude`` are left out. With ``prose`` (default: :attr:`writes_prose`) the whole instruct LM
-        writes a sentence opened with the first recommended item's title (at most ``max_new_tokens`` of its own). A greeting gets words only; an empty message,
-        one without words, or names the catalogue lacks get an answer that says so, never an exception.
-        Returns ``{"role": "assistant", "content", "items", "history", "unknown"}`` — append it to ``messages`` to
-        continue the conversation."""
+        writes a sentence opened with the first recommended item's title (at most ``max_new_tokens`` of its own).
+        A greeting gets words only; an empty message, one without words, or names the catalogue lacks get an answer
+        that says so, never an exception. Returns ``{"role": "assistant", "content", "items", "history",
+        "unknown"}`` — append it to ``messages`` to continue the conversation."""
+        plan = self.plan(messages, k, history, exclude)
+        return self.compose(plan, self.words(plan, max_new_tokens, prose))
+
+    def plan(self, messages: list[dict], k: int = 5, history: Sequence[str | int] = (),
+             exclude: Sequence[str | int] = ()) -> dict:
+        """The first half of a turn: what the conversation names and asks, and the list (``items``) — all a
+        streamed answer needs to start. :meth:`words` writes the sentence, :meth:`compose` the answer."""
         if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
             raise ValueError("messages must end with a user turn ({'role': 'user', 'content': ...})")
         text = messages[-1].get("content")
         if not isinstance(text, str):
             raise ValueError(f"the last user turn's content must be a string, got {type(text).__name__}")
-        speak = self.writes_prose if prose is None else prose
+        profile, titles = self.recommender.config.profile, self.catalogue.titles
         text, note = _clip(text)
-        named, unknown = self.catalogue.titles.resolve(list(history))
+        named, unknown = titles.resolve(list(history))
         shown: list[int] = []
         for message in messages:
             if not isinstance(message, dict):
                 continue
             if message.get("role") == "user" and isinstance(message.get("content"), str):
-                named += [i for i in self.catalogue.titles.find_mentions(_clip(message["content"])[0]) if i not in named]
+                named += [i for i in titles.find_mentions(_clip(message["content"])[0]) if i not in named]
             elif message.get("role") == "assistant":
                 shown += [item["index"] for item in message.get("items", []) if isinstance(item, dict) and "index" in item]
-        unknown += [name for name in _quoted(text) if self.catalogue.titles.lookup(name) is None]
+        unknown += [name for name in _quoted(text) if titles.lookup(name) is None]
+        plan = {"text": text, "note": note, "named": named, "unknown": unknown, "items": [], "kind": "list",
+                "fallback": ""}
         if not text.strip() or not re.search(r"\w", text):
-            return self._reply(self.recommender.config.profile.fill(self.recommender.config.profile.ask_hint), [], named, unknown, note)
+            return {**plan, "kind": "hint", "fallback": profile.fill(profile.ask_hint)}
         if not named and _is_small_talk(text):
-            words = self.narrator.greet(text, max_new_tokens) if speak else ""
-            return self._reply(words or self.recommender.config.profile.fill(self.recommender.config.profile.greeting), [], named, unknown, note)
+            return {**plan, "kind": "greeting", "fallback": profile.fill(profile.greeting)}
         banned = set(shown) | set(self.catalogue.resolve(list(exclude)) if exclude else ())
-        recommended = self.recommend_request(text, named, k=k, exclude=banned)
-        words = ""
-        if speak:
-            cats = self.recommender.item_categories
-            words = self.narrator.introduce(text, [dict(item, title=spoken_title(item["title"], with_year=True))
-                                                   for item in recommended],
-                                            [cats[item["index"]] for item in recommended] if cats else None,
-                                            max_new_tokens=max_new_tokens)
-        return self._reply(words, recommended, named, unknown, note)
+        return {**plan, "items": self.recommend_request(text, named, k=k, exclude=banned)}
+
+    def words(self, plan: dict, max_new_tokens: int = 40, prose: bool | None = None) -> str:
+        """The second half: the instruct LM's sentence for a :meth:`plan` ("" without a words path, or for a hint)."""
+        speak = self.writes_prose if prose is None else prose
+        if not speak or plan["kind"] == "hint":
+            return ""
+        if plan["kind"] == "greeting":
+            return self.narrator.greet(plan["text"], max_new_tokens)
+        cats, items = self.recommender.item_categories, plan["items"]
+        return self.narrator.introduce(plan["text"], [dict(item, title=spoken_title(item["title"], with_year=True))
+                                                      for item in items],
+                                       [cats[item["index"]] for item in items] if cats else None,
+                                       max_new_tokens=max_new_tokens)
+
+    def compose(self, plan: dict, words: str) -> dict:
+        """The answer of a :meth:`plan` with its ``words``."""
+        return self._reply(words or plan["fallback"], plan["items"], plan["named"], plan["unknown"], plan["note"])
 
     def recommend_request(self, text: str, named: Sequence[int] = (), k: int = 10, exclude: Sequence[int] = (),
                           num_beams: int | None = None) -> list[dict]:

@@ -34,6 +34,7 @@ class RecommendJob:
     exclude_history: bool = True
     texts: list[str] | None = None
     future: asyncio.Future = field(default=None, repr=False)
+    dropped_because: str = "timeout"  # why it was cancelled before its batch, if it was: timeout or client_left
 
     @property
     def group(self) -> tuple:
@@ -43,7 +44,9 @@ class RecommendJob:
 
 class RecommendBatcher:
     def __init__(self, pipe: RecommendationPipeline, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_queue: int = 1024):
+                 max_queue: int = 1024, metrics=None, model_name: str = "model"):
+        """``metrics``: a :class:`~sid4llm.serving.metrics.ServerMetrics` told the batch sizes, the queue depth and
+        the requests dropped before their batch (labelled ``model_name``)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         self.pipe = pipe
@@ -55,6 +58,10 @@ class RecommendBatcher:
         self.users = 0
         self._queue: asyncio.Queue[RecommendJob] | None = None
         self._worker: asyncio.Task | None = None
+        self.metrics, self.model_name = metrics, model_name
+        self.dropped = 0
+        if metrics is not None:
+            metrics.queue.labels(model=model_name).set_function(lambda: self.queued)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -117,7 +124,12 @@ class RecommendBatcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            live = [job for job in jobs if not job.future.done()]  # a timed-out request is not decoded
+            live = [job for job in jobs if not job.future.done()]  # a timed-out or abandoned request is not decoded
+            for job in jobs:
+                if job.future.done():
+                    self.dropped += 1
+                    if self.metrics is not None:
+                        self.metrics.dropped.labels(model=self.model_name, reason=job.dropped_because).inc()
             try:
                 if live:
                     outcomes = await loop.run_in_executor(self.executor, self._decode, live)
@@ -155,7 +167,10 @@ class RecommendBatcher:
                     except Exception as err:
                         outcomes[n] = err
         self.batches += 1
-        self.users += sum(len(job.histories) for job in jobs)
+        users = sum(len(job.histories) for job in jobs)
+        self.users += users
+        if self.metrics is not None:
+            self.metrics.batch_users.labels(model=self.model_name).observe(users)
         return [outcomes[n] for n in range(len(jobs))]
 
     def _call(self, jobs: list[RecommendJob]) -> list[list[list[dict]]]:

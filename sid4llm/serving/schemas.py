@@ -22,6 +22,7 @@ class Item(BaseModel):
 
 
 class RecommendRequest(_Strict):
+    model: StrictStr | None = Field(default=None, description="The model version to ask (default: the default one).")
     history: list[ItemRef] | None = Field(
         default=None, description="One user's items, oldest first: titles (exact or fuzzy) or item ids. Empty: the "
                                   "cold-start list (what the model recommends to a user it knows nothing of).")
@@ -92,3 +93,10 @@ class ChatCompletionRequest(_Strict):
         if self.messages[-1].role != "user":
             raise ValueError(f"the last message must be the user's turn, got role {self.messages[-1].role!r}")
         return self
+
+
+class LoadModelRequest(_Strict):
+    source: StrictStr = Field(description="A saved recommender folder on the server, or a Hub id.")
+    name: StrictStr | None = Field(default=None, description="The version's name (default: the folder's name or the "
+                                                             "Hub id); an existing name is replaced once it drains.")
+    default: StrictBool = Field(default=True, description="Make it the version requests get when they name none.")
