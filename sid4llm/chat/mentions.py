@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..data.profile import DECADE_WORDS, CatalogueProfile
-from ..data.titles import _ROMAN, _aliases, article_form, normalize_title
+from ..data.titles import ROMAN_NUMERALS, article_form, normalize_title, title_aliases
 
 _STOPWORDS = frozenset("the a an and or of in on to for with i me my you it is was this that like loved liked "
                        "love something some what should next maybe more less from about at by "
@@ -70,7 +70,7 @@ class TitleIndex:
             if full:
                 self._by_article_form.setdefault(full, index)
         for index in by_popularity:  # aliases rank below every real form
-            for alias in _aliases(self.titles[index]):
+            for alias in title_aliases(self.titles[index]):
                 self._by_form.setdefault(alias, index)
         self._intent = intent_words(profile, _GENERIC)
         self._by_word: dict[str, set[str]] = defaultdict(set)
@@ -133,7 +133,7 @@ class TitleIndex:
                 title_case = end - start >= 2 and all(w[:1].isupper() or w.lower() in self._stop for w in cased)
                 if not content or (all(w in self._intent or w.isdigit() for w in content) and not title_case):
                     continue  # only words of a wish ("a good war movie"): not a title, unless Written Like One
-                phrase, with_article = normalize_title(" ".join(run)), " ".join(_ROMAN.get(w, w) for w in run)
+                phrase, with_article = normalize_title(" ".join(run)), " ".join(ROMAN_NUMERALS.get(w, w) for w in run)
                 if with_article in self._by_article_form:
                     candidates.append((-1.0, -(end - start), start, end, self._by_article_form[with_article]))
                 elif phrase in self._by_form:

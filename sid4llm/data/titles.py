@@ -9,7 +9,7 @@ import re
 _YEAR = re.compile(r"\(\s*\d{4}\s*\)")
 _NON_WORD = re.compile(r"[^\w]+")
 _ARTICLES = ("the", "a", "an")
-_ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
+ROMAN_NUMERALS = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
 _TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _TRAILING_ARTICLE = re.compile(r"^(.*), (The|A|An)( \(\d{4}\))?$")
 
@@ -37,13 +37,13 @@ def normalize_title(text: str, keep_article: bool = False) -> str:
         words = [words[-1], *words[:-1]]
     if len(words) > 1 and words[0] in _ARTICLES and not keep_article:
         words = words[1:]
-    return " ".join(_ROMAN.get(w, w) for w in words)
+    return " ".join(ROMAN_NUMERALS.get(w, w) for w in words)
 
 
 _ALIAS = re.compile(r"\(([^()]*[^\d\s()][^()]*)\)")
 
 
-def _aliases(title: str) -> list[str]:
+def title_aliases(title: str) -> list[str]:
     """Other names a title carries: "Seven (Se7en) (1995)" is also "seven" and "se7en"."""
     inner = [m.group(1) for m in _ALIAS.finditer(title)]
     if not inner:
