@@ -14,7 +14,6 @@ abandoned requests the server dropped instead of computing.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
