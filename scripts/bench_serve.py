@@ -52,14 +52,15 @@ def free_port() -> int:
 class Server:
     """``sid4llm serve`` in a subprocess on a loopback port, stopped with SIGTERM."""
 
-    def __init__(self, model: str, max_batch_size: int, max_wait_ms: float):
+    def __init__(self, model: str, max_batch_size: int = 32, max_wait_ms: float = 2.0, flags: list[str] = ()):
+        """``flags``: more of ``sid4llm serve``'s flags (e.g. ``["--api_key", KEY]``)."""
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sid4llm", "serve", "--model", model, "--port", str(self.port), "--log_level",
-             "warning", "--max_batch_size", str(max_batch_size), "--max_wait_ms", str(max_wait_ms)],
+             "warning", "--max_batch_size", str(max_batch_size), "--max_wait_ms", str(max_wait_ms), *flags],
             env={**os.environ, "HF_HUB_OFFLINE": "1"})
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -74,8 +75,15 @@ class Server:
 
     def peak_memory_mb(self) -> float:
         """The server's peak resident memory (VmHWM), in MB."""
+        return self._memory_mb("VmHWM:")
+
+    def memory_mb(self) -> float:
+        """The server's resident memory now (VmRSS), in MB."""
+        return self._memory_mb("VmRSS:")
+
+    def _memory_mb(self, field: str) -> float:
         for line in open(f"/proc/{self.process.pid}/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
         return float("nan")
 

@@ -14,21 +14,17 @@ abandoned requests the server dropped instead of computing.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
+from bench_serve import Server  # this folder's load benchmark: the server in a subprocess on a loopback port
 from transformers import HfArgumentParser
 
 from sid4llm.data import PreparedData
@@ -62,19 +58,6 @@ class SoakArguments:
     json: str | None = field(default=None, metadata={"help": "Write the results here."})
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def metric_value(text: str, name: str, **labels) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -88,27 +71,17 @@ def main(args: SoakArguments) -> dict:
     test, ids = data.sequences["test"], list(data.items["item_id"])
     pool = [[ids[i] for i in test[u]["history"][-20:]] for u in rng.sample(range(len(test)), args.histories)]
     titles = [t for t in data.items["title"] if t][:500]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "sid4llm", "serve", "--model", args.model, "--port", str(port),
-                               "--api_key", KEY, "--log_level", "warning", "--request_timeout_s", "120"],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    server = Server(args.model, flags=["--api_key", KEY, "--request_timeout_s", "120"])
+    url, process = server.url, server.process
     auth = {"Authorization": f"Bearer {KEY}"}
     results = {"args": asdict(args)}
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
         name = httpx.get(f"{url}/health").json()["model"]
         with httpx.Client(base_url=url, headers=auth, timeout=120) as client:
             reference = [[i["item_id"] for i in client.post("/v1/recommend", json={"history": h, "k": 10}).json()["items"]]
                          for h in pool]  # each history asked alone: the answer every batched one must equal
             client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})  # words path warm
-        memory = {"start": rss_mb(server.pid)}
+        memory = {"start": server.memory_mb()}
         kinds = rng.choices(["recommend", "chat", "bad", "unauthorised", "hangup"], k=args.requests,
                             weights=[1 - args.chat_share - args.bad_share - args.unauthorised_share - args.hangup_share,
                                      args.chat_share, args.bad_share, args.unauthorised_share, args.hangup_share])
@@ -161,7 +134,7 @@ def main(args: SoakArguments) -> dict:
                     threading.Thread(target=swap).start()
 
         def swap() -> None:
-            memory["middle"] = rss_mb(server.pid)
+            memory["middle"] = server.memory_mb()
             began = time.perf_counter()
             answer = httpx.post(f"{url}/v1/admin/models", headers=auth, timeout=300,
                                 json={"source": args.swap_model or args.model, "name": name})
@@ -172,23 +145,25 @@ def main(args: SoakArguments) -> dict:
             list(workers.map(lambda nk: one(*nk), enumerate(kinds)))
         elapsed = time.time() - start
         time.sleep(1.0)  # the replaced version drains and stops
-        memory["end"] = rss_mb(server.pid)
+        memory["end"] = server.memory_mb()
         metrics_text = httpx.get(f"{url}/metrics").text
-        # SIGTERM with requests in flight: each must still be answered, and the process exit 0.
+        # SIGTERM with requests in flight (chat turns, which take a while on the model's thread): each must still be
+        # answered, and the process exit 0.
         finals: list[int] = []
-        threads = [threading.Thread(target=lambda h=h: finals.append(
-            httpx.post(f"{url}/v1/recommend", headers=auth, json={"history": h, "k": 10}, timeout=60).status_code))
-            for h in pool[:8]]
+        turn = {"messages": [{"role": "user", "content": f"I loved {titles[0]}. Something like it?"}], "k": 3}
+        threads = [threading.Thread(target=lambda: finals.append(
+            httpx.post(f"{url}/v1/chat/completions", headers=auth, json=turn, timeout=120).status_code))
+            for _ in range(8)]
         for t in threads:
             t.start()
-        time.sleep(0.05)
-        server.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # all eight accepted and waiting on the model
+        process.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
-        exit_code = server.wait(timeout=120)
+        exit_code = process.wait(timeout=120)
     finally:
-        if server.poll() is None:
-            server.kill()
+        if process.poll() is None:
+            process.kill()
 
     by_kind = defaultdict(list)
     for o in outcomes:

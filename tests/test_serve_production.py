@@ -177,3 +177,17 @@ def test_a_streamed_chat_sends_its_list_before_its_words(pipe, monkeypatch):
         assert words["content"] and words_at - first_at > 0.8  # the list did not wait for the words
     finally:
         stop()
+
+
+@pytest.mark.slow  # the real server in a subprocess, with a swap and SIGTERM
+def test_the_soak_script_loses_nothing_on_a_tiny_model(chat_dir, chat_prepared, tmp_path, monkeypatch):
+    from test_evaluation import REPO, _script
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # it starts the server with bench_serve's Server
+    soak = _script("soak_serve")
+    result = soak.main(soak.SoakArguments(model=chat_dir, data_dir=chat_prepared["data_dir"], requests=150,
+                                          concurrency=8, chat_share=0.05, histories=20, json=str(tmp_path / "s.json")))
+    assert result["requests"] == 150 and result["lost"] == result["wrong"] == result["server_errors_5xx"] == 0
+    assert result["unexpected_status"] == 0 and result["swap"]["status"] == 200
+    assert result["sigterm"] == {"in_flight": 8, "answered_200": 8, "exit_code": 0}
+    assert json.loads((tmp_path / "s.json").read_text())["counts"]["recommend"] > 100
