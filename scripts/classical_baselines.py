@@ -76,8 +76,7 @@ def main(args: BaselineArguments) -> dict:
     data = PreparedData.load(args.data_dir)
     n_items = len(data.items)
     popularity = np.asarray(data.item_popularity, dtype=float)
-    train_split = data.sequences["train"]
-    train = [h + [t] for h, t in zip(train_split["history"], train_split["target"])]
+    train = data.train_histories()
     cosine, transitions = item_counts(train, n_items, args.span)
     results, rows = {}, []
     for split in args.splits:

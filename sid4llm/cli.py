@@ -118,11 +118,21 @@ def parse_config_and_args(dataclass_types: list[type] | tuple[type, ...], args: 
     return tuple(outputs[: len(dataclass_types)])  # the rest is the namespace holding --config
 
 
+# Settings that moved out of the command-line arguments, and where they live now.
+MOVED_SETTINGS = {
+    "request_item_nouns": "the catalogue profile: sid4llm prepare-data --item_noun NOUN (or --profile FILE, "
+                          "'request_nouns'), stored with the prepared data",
+}
+
+
 def _with_closest(name: str, known: set[str], prefix: str) -> str:
     """``'--bogus'`` or ``'--lora_rr (did you mean --lora_r?)'``: a name the parser does not know, with the known
-    name closest to it."""
+    name closest to it (or, for a setting that moved, where it lives now)."""
     import difflib
 
+    moved = MOVED_SETTINGS.get(name.removeprefix("--"))
+    if moved:
+        return f"{name} (it moved to {moved})"
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     return f"{name} (did you mean {prefix}{close[0].removeprefix(prefix) if prefix else close[0]}?)" if close else name
 

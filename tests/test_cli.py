@@ -110,7 +110,7 @@ def test_the_recipe_file_and_the_module_entry_point_run(tmp_path):
         assert "--config" in run.stdout
 
 
-@pytest.mark.parametrize("command, flag, closest", [("finetune", "--lora_rr", "--lora_r"), ("serve", "--api-key", None),
+@pytest.mark.parametrize("command, flag, closest", [("finetune", "--lora_rr", "--lora_r"), ("serve", "--prot", "--port"),
                                                     ("prepare-data", "--item_nuon", "--item_noun"),
                                                     ("evaluate", "--bogus", None)])
 def test_a_misspelled_flag_on_any_command_is_one_error_line_naming_the_closest(command, flag, closest, capsys):
@@ -140,3 +140,11 @@ def test_a_gpu_setting_on_a_machine_without_one_is_one_clear_line(monkeypatch):
               "--output_dir", "o"])
     assert str(exit_.value.code) == ("error: --bf16 true needs a GPU (or another accelerator), and this machine has "
                                      "none: pass --bf16 false to train in fp32 on the CPU")
+
+
+def test_a_setting_that_moved_names_its_new_place(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text("request_item_nouns: [book]\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--config", str(config), "--data_dir", "d", "--codebook", "c", "--output_dir", "o"])
+    assert "request_item_nouns (it moved to the catalogue profile: sid4llm prepare-data --item_noun" in str(exit_.value.code)

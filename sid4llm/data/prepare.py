@@ -141,8 +141,12 @@ class PreparedData:
 
     def train_histories(self) -> list[list[int]]:
         """Every user's train events in order (the train split's history and target), as item indices."""
-        train = self.sequences["train"]
-        return [list(h) + [int(t)] for h, t in zip(train["history"], train["target"])]
+        return self.split_sequences("train")
+
+    def split_sequences(self, split: str) -> list[list[int]]:
+        """Every user's events up to and including the ``split``'s target, in order, as item indices."""
+        rows = self.sequences[split]
+        return [list(h) + [int(t)] for h, t in zip(rows["history"], rows["target"])]
 
     @cached_property
     def profile(self) -> CatalogueProfile:

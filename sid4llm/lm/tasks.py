@@ -284,7 +284,7 @@ def build_segments(data: PreparedData, vocab: IdVocabulary, args: TaskArguments,
             rows["tie_groups"].append(segment.get("tie_groups") or [NO_TIE_GROUP] * len(segment["input_ids"]))
 
     seq_split = data.sequences[split]
-    sequences = [h + [t] for h, t in zip(list(seq_split["history"]), list(seq_split["target"]))]
+    sequences = data.split_sequences(split)
     times = ([h + [t] for h, t in zip(list(seq_split["history_timestamps"]), list(seq_split["target_timestamp"]))]
              if ties else None)
     held_out = [(u, len(s) - 1) for u, s in enumerate(sequences)]
