@@ -6,7 +6,10 @@ requests are done. So a new adapter rolls in with no request lost."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,11 +113,27 @@ class ModelRegistry:
         await self._retire(served)
 
     async def _retire(self, served: ServedModel) -> None:
+        """Stop a version once its in-flight requests are answered, and give its memory back: its weights are
+        dropped, the cycles that hold them collected, and the C heap trimmed (glibc keeps freed memory otherwise)."""
         while served.in_flight:
             await asyncio.sleep(0.05)
         await served.batcher.stop()
+        if served.name not in self.models:  # removed, not replaced: its queue gauge goes too (it holds the batcher)
+            self.metrics.queue.remove(served.name)
+        served.pipe = served.batcher = None
+        gc.collect()
+        release_freed_memory()
         logger.info("stopped serving the replaced version of %s", served.name)
 
     async def close(self) -> None:
         for served in list(self.models.values()):
             await served.batcher.stop()
+
+
+def release_freed_memory() -> None:
+    """Return the C heap's free memory to the system where the C library can (glibc's ``malloc_trim``)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
