@@ -191,3 +191,28 @@ def test_the_soak_script_loses_nothing_on_a_tiny_model(chat_dir, chat_prepared, 
     assert result["unexpected_status"] == 0 and result["swap"]["status"] == 200
     assert result["sigterm"] == {"in_flight": 8, "answered_200": 8, "exit_code": 0}
     assert json.loads((tmp_path / "s.json").read_text())["counts"]["recommend"] > 100
+
+
+def test_a_replaced_version_is_freed_once_it_has_drained(chat_dir):
+    """The version a server started with, and any loaded later, is released when replaced: nothing (no closure, no
+    request state) keeps its weights, so the memory goes back."""
+    import gc
+    import weakref
+
+    url, stop, app = start_server(RecommendationPipeline.from_pretrained(chat_dir), replace(SETTINGS, api_key=[KEY]))
+    try:
+        for name in ("tiny-model", "v"):
+            load = {"source": chat_dir, "name": name}
+            if name == "v":
+                assert httpx.post(f"{url}/v1/admin/models", json=load, headers=bearer(), timeout=60).status_code == 200
+            old = weakref.ref(app.state.registry.get(name).pipe.recommender.model)
+            answer = httpx.post(f"{url}/v1/recommend", json={"history": HISTORIES[0], "k": 2}, headers=bearer())
+            assert answer.status_code == 200
+            assert httpx.post(f"{url}/v1/admin/models", json=load, headers=bearer(), timeout=60).status_code == 200
+            deadline = time.time() + 10
+            while old() is not None and time.time() < deadline:
+                gc.collect()
+                time.sleep(0.1)
+            assert old() is None, name
+    finally:
+        stop()

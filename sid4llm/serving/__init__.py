@@ -17,8 +17,8 @@ def serve(args: ServeArguments) -> None:
 
     from ..pipeline import RecommendationPipeline
 
-    pipe = RecommendationPipeline.from_pretrained(args.model, device=args.device)
-    app = create_app(pipe, args)
+    # no name of ours holds the pipeline: once a new version replaces it, its memory can be given back
+    app = create_app(RecommendationPipeline.from_pretrained(args.model, device=args.device), args)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=args.timeout_graceful_shutdown_s))
     # uvicorn handles the signal (a graceful shutdown), then raises it again for the handler it found: make that

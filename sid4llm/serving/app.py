@@ -142,10 +142,13 @@ def create_app(pipe: RecommendationPipeline, settings: ServeArguments) -> FastAP
         logger.warning("!!! serving on %s with no API key: anyone who reaches this port can use the model. Pass "
                        "--api_key (or set %s) !!!", settings.host, API_KEYS_ENV)
 
+    waiting = [pipe]  # handed to the registry at start-up, so no closure keeps a replaced version alive
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await registry.add(first, pipe)
-        logger.info("serving %s: %d items, batches of up to %d users", first, len(pipe.codebook), settings.max_batch_size)
+        served = await registry.add(first, waiting.pop())
+        logger.info("serving %s: %d items, batches of up to %d users", first, len(served.pipe.codebook),
+                    settings.max_batch_size)
         yield
         await registry.close()  # uvicorn has answered the in-flight requests by now
 
