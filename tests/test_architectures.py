@@ -50,14 +50,18 @@ def base_dirs(tmp_path_factory, tiny_lm_dir) -> dict[str, str]:
 
 
 def finetune(base: str, prepared: dict, out, **model_settings) -> str:
-    run_finetune(ModelArguments(model_name_or_path=base, lora_r=4, lora_alpha=8, **model_settings),
+    train(base, prepared, out, **model_settings)
+    return str(out)
+
+
+def train(base: str, prepared: dict, out, **model_settings) -> SidRecommender:
+    return run_finetune(ModelArguments(model_name_or_path=base, lora_r=4, lora_alpha=8, **model_settings),
                  SidDataArguments(data_dir=prepared["data_dir"], codebook=prepared["codebook_dir"]),
                  TaskArguments(tasks=["sequential", "requests"], request_examples=40, history_token_budget=40,
                                max_seq_length=128),
                  SidTrainingConfig(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, learning_rate=5e-3,
                                    save_strategy="no", report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
                                    eval_examples=0))
-    return str(out)
 
 
 def brute_force_top(rec: SidRecommender, history: list[int], k: int) -> list[int]:
@@ -112,3 +116,15 @@ def test_every_decoder_family_takes_the_first_layer_adapter(model_type, base_dir
     history = [1, 2]
     fast = [r["index"] for r in rec.recommend([history], k=3, num_beams=len(rec.codebook) + 4)[0]]
     assert fast == brute_force_top(rec, history, 3)
+
+
+@pytest.mark.parametrize("model_type", [t for t, (_, tied) in ARCHITECTURES.items() if not tied])
+def test_an_untied_head_learns_its_id_rows_and_keeps_them(model_type, base_dirs, chat_prepared, tmp_path):
+    """An untied head scores ID tokens with rows of its own: they start alike (the mean of the word rows) and must
+    train apart, and load back as trained."""
+    trained = train(base_dirs[model_type], chat_prepared, tmp_path / "lora")
+    columns = trained.decoder.column_token_ids
+    rows = id_head_rows(trained.id_model, columns).detach()
+    assert float((rows - rows.mean(0)).abs().max()) > 0  # no longer all alike
+    loaded = SidRecommender.from_pretrained(tmp_path / "lora")
+    torch.testing.assert_close(id_head_rows(loaded.id_model, columns), rows)

@@ -100,13 +100,25 @@ def transformer_of(model):
 
 
 def id_head_rows(model, column_token_ids: torch.Tensor) -> torch.Tensor:
-    """The LM-head rows of the ID tokens (through PEFT trainable-token wrappers)."""
+    """The LM-head rows of the ID tokens (through PEFT trainable-token wrappers, tied or not)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "tie_word_embeddings", False) or getattr(base.config.get_text_config(), "tie_word_embeddings", False):
         return model.get_input_embeddings()(column_token_ids)
     head = base.get_output_embeddings()
-    weight = head.weight if hasattr(head, "weight") else head.base_layer.weight
-    return weight[column_token_ids]
+    layer = getattr(head, "token_adapter", head)  # peft's trainable tokens on an untied head
+    weight = layer.base_layer.weight if hasattr(layer, "base_layer") else layer.weight
+    rows = weight[column_token_ids]
+    if hasattr(layer, "trainable_tokens_delta") and not layer.disable_adapters:
+        for adapter in layer.active_adapters:
+            if adapter not in layer.trainable_tokens_delta:
+                continue
+            position = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+            indices = torch.as_tensor(layer.token_indices[adapter], device=weight.device)
+            position[indices] = torch.arange(len(indices), device=weight.device)
+            found = position[column_token_ids]
+            delta = layer.trainable_tokens_delta[adapter]
+            rows = torch.where((found >= 0)[:, None], delta[found.clamp(min=0)].to(rows.dtype), rows)
+    return rows
 
 
 def cache_keyword(module) -> str:

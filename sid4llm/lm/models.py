@@ -82,23 +82,30 @@ class ModelArguments:
 def get_peft_config(model_args: ModelArguments, model: PreTrainedModel, new_token_ids: list[int]):
     """The ``peft.LoraConfig`` of ``model_args`` for ``model`` (as trl's ``get_peft_config`` gives one): LoRA on
     ``lora_target_modules`` with the new ID-token rows trainable (``trainable_token_indices``), or
-    (``peft_layers=full``) the kept layers, the final norm and all token embeddings trained fully (``modules_to_save``)."""
+    (``peft_layers=full``) the kept layers, the final norm and all token embeddings trained fully (``modules_to_save``).
+    An untied LM head trains its new ID rows too (trainable tokens): they score every ID token."""
     from peft import LoraConfig
     from transformers.pytorch_utils import Conv1D
 
     transposed = any(isinstance(m, Conv1D) for m in model.modules())  # GPT-2 stores its linear maps transposed
+    tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
+    names = {module: name.split(".")[-1] for name, module in model.named_modules()}
+    rows = [int(t) for t in new_token_ids]
+    head = model.get_output_embeddings()
+    head_rows = {} if tied or head is None else {names[head]: rows}
     if model_args.peft_layers == "full":
         if not model_args.pretrained_layers:
             raise ValueError("peft_layers=full trains the kept layers of a cut: set --pretrained_layers")
         to_save, targets, rank = full_layer_adapter_targets(model, model_args.pretrained_layers)
-        tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
         return LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets,
                           modules_to_save=to_save, task_type="CAUSAL_LM",  # the embeddings, new rows included
+                          trainable_token_indices=head_rows or None,
                           ensure_weight_tying=tied, fan_in_fan_out=transposed)  # a tied head follows the trained embeddings
     targets = model_args.lora_target_modules
     return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                       target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets),
-                      task_type="CAUSAL_LM", trainable_token_indices=list(new_token_ids), fan_in_fan_out=transposed)
+                      task_type="CAUSAL_LM", trainable_token_indices={names[model.get_input_embeddings()]: rows, **head_rows},
+                      fan_in_fan_out=transposed)
 
 
 class ModelLoadError(RuntimeError):
