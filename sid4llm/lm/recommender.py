@@ -29,6 +29,7 @@ from ..artifacts import ArtifactError, read_json
 from ..decoding.transition_prior import PRIOR_DIR, ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..vocabulary import VOCAB_FILE, IdVocabulary
+from .compact_adapter import cache_token_rows, save_compact_adapter
 from .models import first_layers_view, load_causal_lm, peft_without_its_deprecation
 from .recommender_config import CONFIG_FILE, DEFAULT_NUM_BEAMS, RESULTS_FILE, SidRecommenderConfig
 
@@ -307,8 +308,9 @@ class SidRecommender:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         if self.config.peft:
-            # The new ID rows live in the trainable-token delta; the resized base matrix need not be saved.
-            self.model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
+            # Only the embedding rows that trained (trainable tokens), never the resized base matrix.
+            if save_compact_adapter(self.model, out, always_rows=self.vocab.new_token_ids) is None:
+                self.model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
         else:
             self.model.save_pretrained(out, safe_serialization=True)
         self.vocab.save(out)
@@ -368,6 +370,7 @@ class SidRecommender:
             base.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # before the adapter
             with peft_without_its_deprecation():
                 model = PeftModel.from_pretrained(base, path)
+            cache_token_rows(model)  # for inference: peft would rebuild the embedding matrix at every forward
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
         model.eval()

@@ -29,6 +29,17 @@ class IdLossTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.id_decoder, self.id_softmax = id_decoder, id_softmax
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Weight decay as ``Trainer`` sets it, but never on a PEFT model's token embeddings: a row no example reads
+        then stays exactly the base model's, so the saved adapter holds only the rows training changed
+        (:mod:`sid4llm.lm.compact_adapter`)."""
+        names = super().get_decay_parameter_names(model)
+        if not hasattr(model, "peft_config"):
+            return names
+        from transformers.trainer_pt_utils import get_parameter_names
+
+        return sorted(set(names) & set(get_parameter_names(model, [torch.nn.Embedding])))
+
     def _set_signature_columns_if_needed(self) -> None:
         """The model's inputs, and ``tie_groups``: the collator reads them to shuffle tied items, then drops them."""
         super()._set_signature_columns_if_needed()
