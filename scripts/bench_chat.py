@@ -1,6 +1,6 @@
 """The chat benchmark on a trained recommender: category precision@5 on held-out request phrasings (beside the
 most popular items and the best possible list), mention precision/recall on labelled messages, share of answers
-with words, seconds per chat turn, and recall@10 from a natural-language prompt beside the ID-stream recall and
+with words (and of answers stating a number, date or name the catalogue lacks), seconds per chat turn, and recall@10 from a natural-language prompt beside the ID-stream recall and
 the most-popular floor (:mod:`sid4llm.chat.benchmark`).
 
     python scripts/bench_chat.py --model outputs/quickstart/model --data_dir outputs/quickstart/data \
@@ -52,6 +52,8 @@ def main(args: ChatBenchArguments) -> dict:
         ("mention precision", mentions["precision"]),
         ("mention recall", mentions["recall"]),
         ("answers with words", turns["answers_with_words"]),
+        ("answers stating a fact the catalogue lacks", turns["answers_with_ungrounded_facts"]),
+        ("answers in the LM's own words", turns["answers_in_lm_words"]),
         ("seconds per chat turn (mean)", turns["seconds_per_turn"]),
         ("recall@10, natural-language prompt", recall["recall_prompt"]),
         ("recall@10, ID stream", recall["recall_id_stream"]),

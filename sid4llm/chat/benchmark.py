@@ -7,7 +7,9 @@ Measured on a prepared dataset and a saved recommender (``scripts/bench_chat.py`
   constraint of the request (its categories, its decade), beside the same for the 5 most popular items and for
   the best possible list;
 - **mention precision / recall** on a labelled set of messages with negatives (``chat_mentions_*.jsonl``);
-- **share of answers with words** and **seconds per chat turn**, through :meth:`RecommendationPipeline.chat`;
+- **share of answers with words**, **share stating a fact the catalogue and the request lack** (a number, a date,
+  a name: :mod:`.grounding`), **share in the LM's own words** and **seconds per chat turn**, through
+  :meth:`RecommendationPipeline.chat`;
 - **recall@10 from the natural-language prompt**: each test user's most recent titles in a sentence, through the
   chat (mention detection, then the model), beside the ID-stream recall of the same model and the most-popular
   floor on the same users (seen items left out of every list).
@@ -101,17 +103,37 @@ def mention_scores(pipe, paths: Sequence[str | Path] = MENTION_FILES) -> dict:
 
 
 def chat_turns(pipe, requests: list[str], k: int = 5) -> dict:
-    """Share of answers with words of the LM's own, and seconds per turn, through the whole chat."""
-    times, with_words, answers = [], 0, []
+    """Through the whole chat: the share of answers with words, the share of those that state a fact (a number, a
+    date, a name) that neither the catalogue's listed items nor the request hold, the share written by the LM
+    rather than the profile's ``grounded_answer``, and seconds per turn."""
+    from .grounding import ungrounded_facts
+
+    times, with_words, ungrounded, own, answers = [], 0, 0, 0, []
+    categories = pipe.recommender.item_categories
+    profile = pipe.profile
     for text in requests:
         start = time.perf_counter()
         reply = pipe.chat([{"role": "user", "content": text}], k=k)
         times.append(time.perf_counter() - start)
-        words = reply["content"].split("Recommended for you:")[0]
-        has_words = any(len(s.split()) >= 4 for s in words.split("\n\n") if not s.startswith("You mentioned"))
+        words = "\n\n".join(s for s in reply["content"].split("Recommended for you:")[0].split("\n\n")
+                            if not s.startswith(("You mentioned", "I couldn't find", "(Your message"))).strip()
+        has_words = len(words.split()) >= 4
+        items = reply["items"]
+        grounding = [text, profile.fill(profile.assistant_prompt), profile.fill(profile.greeting_prompt),
+                     *(item["title"] for item in items),
+                     *(c for item in items for c in (categories[item["index"]] if categories else []))]
+        facts = ungrounded_facts(words, grounding)
+        templated = bool(items) and words == profile.grounded_sentence(
+            spoken_title(items[0]["title"], with_year=True), categories[items[0]["index"]] if categories else None)
         with_words += has_words
-        answers.append({"request": text, "answer": reply["content"], "words": has_words})
-    return {"answers_with_words": with_words / len(requests) if requests else None,
+        ungrounded += bool(facts)
+        own += has_words and not templated
+        answers.append({"request": text, "answer": reply["content"], "words": has_words, "ungrounded": facts,
+                        "grounded_answer": templated})
+    n = len(requests)
+    return {"answers_with_words": with_words / n if n else None,
+            "answers_with_ungrounded_facts": ungrounded / n if n else None,
+            "answers_in_lm_words": own / n if n else None,
             "seconds_per_turn": float(np.mean(times)) if times else None,
             "seconds_per_turn_p90": float(np.percentile(times, 90)) if times else None, "transcript": answers}
 

@@ -7,6 +7,10 @@ list, the way the trie forces an ID — after which every word is the LM's own. 
 catalogue item that is not on the list is cut, so every title in an answer is a real recommended item. ID
 tokens are never written (they are suppressed), and a greeting gets a plain answer in words.
 
+The words are kept true to the catalogue (:mod:`.grounding`): the LM cannot write a digit or a month name that
+the list and the request lack, and a sentence that still states a number, a date or a name they do not hold is
+dropped; when no opener gives a sentence that checks out, the answer is the profile's ``grounded_answer``.
+
 Greedy decoding (repeatable answers), a repetition penalty and a cap of one sentence per answer (two for a
 greeting) keep a 135M model on topic; on 2 CPU cores one answer costs a few seconds (``scripts/bench_chat.py``).
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from functools import cached_property
 
 import torch
 
 from ..data.profile import CatalogueProfile
+from .grounding import fact_token_ids, ungrounded_facts, unsupported_token_ids
 
 # How an answer opens: the first recommended title, then the LM's own words.
 OPENERS = ("{title} is a great choice because", "I'd start with {title}, since", "You might enjoy {title}, because")
@@ -35,12 +41,16 @@ class Narrator:
                  profile: CatalogueProfile | None = None):
         """``profile``: the catalogue's words, which give the assistant its introduction."""
         self.words_model, self.tokenizer = words_model, tokenizer
-        profile = profile or CatalogueProfile()
+        self.profile = profile = profile or CatalogueProfile()
         self.system_prompt = profile.fill(profile.assistant_prompt)
         self.greeting_prompt = profile.fill(profile.greeting_prompt)
         self.banned = [[int(t)] for t in banned_token_ids]
         self.mentions = mentions
         self.max_new_tokens = max_new_tokens
+
+    @cached_property
+    def _fact_tokens(self) -> list[int]:
+        return fact_token_ids(self.tokenizer)
 
     def introduce(self, request: str, items: list[dict], categories: list[list[str]] | None = None,
                   seed_text: str | None = None, max_new_tokens: int | None = None) -> str:
@@ -49,24 +59,27 @@ class Narrator:
             return ""
         listing = "\n".join(f"{n}. {item['title']}" + (f" ({', '.join(categories[n - 1])})" if categories and categories[n - 1] else "")
                             for n, item in enumerate(items, 1))
+        grounding = f"{self.system_prompt}\n{request}\n{listing}"
         first = _stable_index(seed_text or request, len(OPENERS))
         for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
             opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
             continuation = self._generate(self.system_prompt, request, f"Here are my picks for you:\n{listing}\n\n{opener}",
-                                          max_new_tokens)
-            words = self._keep_listed(continuation, {item["index"] for item in items})
+                                          max_new_tokens, grounding)
+            words = self._keep_listed(continuation, {item["index"] for item in items}, grounding)
             if words:
                 return f"{opener} {words}"
-        return ""
+        return self.profile.grounded_sentence(items[0]["title"], categories[0] if categories else None)
 
     def greet(self, message: str, max_new_tokens: int | None = None) -> str:
         """A plain answer in words to a message that asks for nothing (a greeting, thanks)."""
         opener = "Hello!" if not re.search(r"\bthank", message, re.I) else "You're welcome!"
-        words = self._generate(self.greeting_prompt, message, opener, max_new_tokens)
-        return f"{opener} {self._keep_listed(words, set(), sentences=2)}".strip()
+        grounding = f"{self.greeting_prompt}\n{message}"
+        words = self._generate(self.greeting_prompt, message, opener, max_new_tokens, grounding)
+        return f"{opener} {self._keep_listed(words, set(), grounding, sentences=2)}".strip()
 
     @torch.no_grad()
-    def _generate(self, system: str, user: str, prefix: str, max_new_tokens: int | None = None) -> str:
+    def _generate(self, system: str, user: str, prefix: str, max_new_tokens: int | None = None,
+                  grounding: str = "") -> str:
         tokenizer = self.tokenizer
         turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if getattr(tokenizer, "chat_template", None):
@@ -76,29 +89,33 @@ class Narrator:
         with self.words_model() as model:
             device = next(model.parameters()).device
             ids = tokenizer(prompt + prefix, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            banned = self.banned + [[t] for t in unsupported_token_ids(tokenizer, grounding, self._fact_tokens)]
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
                                  max_new_tokens=max_new_tokens or self.max_new_tokens, repetition_penalty=1.3, no_repeat_ngram_size=3,
-                                 bad_words_ids=self.banned or None, eos_token_id=tokenizer.eos_token_id,
+                                 bad_words_ids=banned or None, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         return " ".join(text.split())
 
-    def _keep_listed(self, text: str, listed: set[int], sentences: int = 1) -> str:
+    def _keep_listed(self, text: str, listed: set[int], grounding: str, sentences: int = 1) -> str:
         """At most ``sentences`` whole sentences (one: the opener's, where a 135M model stays on topic), stopping
-        before one that names a catalogue item not on the list or that the LM left unfinished."""
+        before one that names a catalogue item not on the list, states a fact ``grounding`` lacks, or that the LM
+        left unfinished."""
         kept = []
         for sentence in _SENTENCE_END.split(text.strip())[:sentences]:
             if not sentence or sentence[-1] not in ".!?":
                 break
-            if self._names_unlisted(sentence, listed):
+            if not self._checks_out(sentence, listed, grounding):
                 break
             kept.append(sentence)
-        if not kept and len(text.split()) >= 3 and not self._names_unlisted(text, listed):
+        if not kept and len(text.split()) >= 3 and self._checks_out(text, listed, grounding):
             kept = [text.rstrip(" ,;:-") + "."]  # the first sentence ran past the token limit: keep it, closed
         return " ".join(kept)
 
-    def _names_unlisted(self, text: str, listed: set[int]) -> bool:
-        return self.mentions is not None and any(i not in listed for i in self.mentions(text))
+    def _checks_out(self, text: str, listed: set[int], grounding: str) -> bool:
+        if ungrounded_facts(text, grounding):
+            return False
+        return self.mentions is None or all(i in listed for i in self.mentions(text))
 
 
 def _stable_index(text: str, n: int) -> int:

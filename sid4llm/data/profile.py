@@ -106,6 +106,11 @@ class CatalogueProfile:
     ask_hint: str = field(
         default="Tell me what you are looking for: a kind of {noun}, or {nouns} you liked.",
         metadata={"help": "The answer to a message that asks for nothing."})
+    grounded_answer: str = field(
+        default="My first pick is {title}, filed under {categories}.",
+        metadata={"help": "The sentence when the LM's own would state a fact the catalogue lacks (a date, a number, a "
+                          "name): {title} and {categories} are the first recommended item's. For an item without "
+                          "categories the sentence ends before the clause that holds {categories}."})
     next_question: str = field(default="What should I {verb} next?", metadata={
         "help": "The question after a list of liked titles (natural-language prompt, chat benchmark)."})
     frames: dict[str, dict[str, list[str]]] = field(default_factory=dict, metadata={
@@ -151,6 +156,16 @@ class CatalogueProfile:
         for key in _WORD_KEYS:
             text = text.replace("{" + key + "}", words[key])
         return text
+
+    def grounded_sentence(self, title: str, categories: list[str] | None = None) -> str:
+        """:attr:`grounded_answer` for one item: nothing in it but the catalogue's own words."""
+        text = self.fill(self.grounded_answer)
+        if not categories and "{categories}" in text:
+            head = text[:text.index("{categories}")]
+            cut = max(head.rfind(mark) for mark in ",(:;—")
+            end = text.rstrip()[-1] if text.rstrip()[-1] in ".!?" else ""
+            text = (head[:cut] if cut > 0 else head).rstrip() + end
+        return text.replace("{title}", title).replace("{categories}", ", ".join(categories or []))
 
     def request_frames(self, kind: str, split: str) -> list[str]:
         """The frames of one request kind and split (``train`` or ``held_out``), words filled."""

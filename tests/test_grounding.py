@@ -1,0 +1,93 @@
+"""The words of a chat answer say only what the catalogue or the request holds: no invented date, number or name."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from sid4llm.chat.grounding import fact_token_ids, ungrounded_facts, unsupported_token_ids
+from sid4llm.chat.narration import Narrator
+from sid4llm.data.profile import CatalogueProfile
+
+LISTING = ("You are a friendly movie recommender.\nsomething funny for my kids\n"
+           "1. Toy Story (1995) (Animation, Children's, Comedy)\n2. Babe (1995) (Children's, Comedy, Drama)")
+
+
+@pytest.mark.parametrize("sentence, invented", [
+    ("it was released on 8 November of that year.", ["8", "November"]),
+    ("a legendary outlaw named Droughtskin rides again.", ["Droughtskin"]),
+    ("Toy Story is a Pixar classic.", ["Pixar"]),
+    ("it has two sequels and 3 songs.", ["two", "3"]),
+    ("it came out in the 80s.", ["80s"]),
+])
+def test_numbers_dates_and_names_the_catalogue_lacks_are_found(sentence, invented):
+    assert ungrounded_facts(sentence, LISTING) == invented
+
+
+@pytest.mark.parametrize("sentence", [
+    "it is a funny 90s Comedy your kids will love.",  # the decade of a listed year, a listed category
+    "it came out in 1995. Kids love Babe too!",  # a listed year; a capital that opens a sentence
+    "I think it is one of the best Animation films.",  # "one" states no quantity; "I" names nobody
+])
+def test_what_the_listing_and_request_hold_may_be_said(sentence):
+    assert ungrounded_facts(sentence, LISTING) == []
+
+
+def test_only_the_digits_the_grounding_holds_may_be_written(tiny_lm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    facts = fact_token_ids(tokenizer)
+    digits = {tokenizer.decode([t]).strip(): t for t in facts if tokenizer.decode([t]).strip().isdigit()}
+    assert {"1", "5", "9", "0", "8"} <= set(digits)
+    banned = set(unsupported_token_ids(tokenizer, LISTING, facts))
+    assert {digits["1"], digits["9"], digits["5"]}.isdisjoint(banned)  # 1995 is listed
+    assert {digits["0"], digits["8"]} <= banned
+
+
+class ScriptedLM(torch.nn.Module):
+    """A words model that always continues with ``script``, whatever it is asked."""
+
+    def __init__(self, tokenizer, script: str):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer, self.script = tokenizer, script
+
+    def generate(self, input_ids, **kwargs):
+        tail = self.tokenizer(self.script, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        return torch.cat([input_ids, tail], dim=1)
+
+
+def narrator_writing(tiny_lm_dir, script: str) -> Narrator:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+    @contextmanager
+    def words_model():
+        yield ScriptedLM(tokenizer, script)
+
+    return Narrator(words_model, tokenizer, banned_token_ids=[], profile=CatalogueProfile(item_noun="movie"))
+
+
+ITEMS = [{"title": "Toy Story (1995)", "index": 0}, {"title": "Babe (1995)", "index": 1}]
+CATEGORIES = [["Animation", "Children's", "Comedy"], ["Children's", "Comedy", "Drama"]]
+
+
+def test_an_answer_that_invents_a_date_becomes_the_profiles_grounded_sentence(tiny_lm_dir):
+    narrator = narrator_writing(tiny_lm_dir, " it was released on 8 November of that year.")
+    answer = narrator.introduce("something funny for my kids", ITEMS, CATEGORIES)
+    assert answer == "My first pick is Toy Story (1995), filed under Animation, Children's, Comedy."
+    assert ungrounded_facts(answer, LISTING) == []
+
+
+def test_an_answer_that_checks_out_keeps_the_lms_own_words(tiny_lm_dir):
+    narrator = narrator_writing(tiny_lm_dir, " it is a funny Comedy the whole family will love.")
+    answer = narrator.introduce("something funny for my kids", ITEMS, CATEGORIES)
+    assert "Toy Story (1995)" in answer
+    assert answer.endswith("it is a funny Comedy the whole family will love.")
+
+
+def test_the_grounded_sentence_speaks_the_catalogues_words():
+    books = CatalogueProfile(item_noun="book", grounded_answer="Start with {title}, shelved in {categories}.")
+    assert books.grounded_sentence("Dune", ["Science fiction"]) == "Start with Dune, shelved in Science fiction."
+    assert books.grounded_sentence("Dune") == "Start with Dune."
