@@ -91,3 +91,9 @@ def test_the_grounded_sentence_speaks_the_catalogues_words():
     books = CatalogueProfile(item_noun="book", grounded_answer="Start with {title}, shelved in {categories}.")
     assert books.grounded_sentence("Dune", ["Science fiction"]) == "Start with Dune, shelved in Science fiction."
     assert books.grounded_sentence("Dune") == "Start with Dune."
+
+
+def test_the_lists_numbering_grounds_no_number(tiny_lm_dir):
+    narrator = narrator_writing(tiny_lm_dir, " it was released on 2 different dates.")
+    answer = narrator.introduce("something funny for my kids", ITEMS, CATEGORIES)  # the list reads "1. ..., 2. ..."
+    assert answer == "My first pick is Toy Story (1995), filed under Animation, Children's, Comedy."

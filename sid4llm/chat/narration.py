@@ -59,7 +59,8 @@ class Narrator:
             return ""
         listing = "\n".join(f"{n}. {item['title']}" + (f" ({', '.join(categories[n - 1])})" if categories and categories[n - 1] else "")
                             for n, item in enumerate(items, 1))
-        grounding = f"{self.system_prompt}\n{request}\n{listing}"
+        facts = [item["title"] for item in items] + [c for cats in (categories or []) for c in cats]
+        grounding = "\n".join([self.system_prompt, request, *facts])  # not the listing: its "2." grounds no "2"
         first = _stable_index(seed_text or request, len(OPENERS))
         for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
             opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
