@@ -97,3 +97,9 @@ def test_the_lists_numbering_grounds_no_number(tiny_lm_dir):
     narrator = narrator_writing(tiny_lm_dir, " it was released on 2 different dates.")
     answer = narrator.introduce("something funny for my kids", ITEMS, CATEGORIES)  # the list reads "1. ..., 2. ..."
     assert answer == "My first pick is Toy Story (1995), filed under Animation, Children's, Comedy."
+
+
+def test_a_stray_closing_quote_ends_the_one_sentence_kept(tiny_lm_dir):
+    narrator = narrator_writing(tiny_lm_dir, ' it is a funny Comedy." I am not sure what your question is.')
+    answer = narrator.introduce("something funny for my kids", ITEMS, CATEGORIES)
+    assert answer.endswith("it is a funny Comedy.")

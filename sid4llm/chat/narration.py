@@ -29,7 +29,7 @@ from .grounding import fact_token_ids, ungrounded_facts, unsupported_token_ids
 
 # How an answer opens: the first recommended title, then the LM's own words.
 OPENERS = ("{title} is a great choice because", "I'd start with {title}, since", "You might enjoy {title}, because")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"”']?\s+")  # a stray closing quote ends a sentence too
 
 
 class Narrator:
