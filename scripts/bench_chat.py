@@ -1,7 +1,8 @@
 """The chat benchmark on a trained recommender: category precision@5 on held-out request phrasings (beside the
 most popular items and the best possible list), mention precision/recall on labelled messages, share of answers
-with words (and of answers stating a number, date or name the catalogue lacks), seconds per chat turn, and recall@10 from a natural-language prompt beside the ID-stream recall and
-the most-popular floor (:mod:`sid4llm.chat.benchmark`).
+with words (and of answers stating a number, date or name the catalogue lacks), seconds per chat turn, and
+recall@10 from a natural-language prompt beside the ID-stream recall and the most-popular floor
+(:mod:`sid4llm.chat.benchmark`).
 
     python scripts/bench_chat.py --model outputs/quickstart/model --data_dir outputs/quickstart/data \
         --json docs/bench_chat.json

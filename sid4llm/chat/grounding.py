@@ -66,17 +66,16 @@ def ungrounded_facts(text: str, grounding: str | Iterable[str]) -> list[str]:
     return found
 
 
-def unsupported_token_ids(tokenizer, grounding: str, candidates: Iterable[int]) -> list[int]:
-    """Of ``candidates`` (see :func:`fact_token_ids`), the tokens whose text the grounding does not hold."""
-    candidates = list(candidates)
+def unsupported_token_ids(fact_tokens: dict[int, str], grounding: str) -> list[int]:
+    """Of ``fact_tokens`` (:func:`fact_token_ids`), the tokens whose text the grounding does not hold."""
     known = _words(grounding) | set(re.findall(r"\d", grounding))
-    pieces = tokenizer.batch_decode([[t] for t in candidates])
-    return [int(t) for t, piece in zip(candidates, pieces) if piece.strip() and piece.strip().lower() not in known]
+    return [t for t, piece in fact_tokens.items() if piece not in known]
 
 
-def fact_token_ids(tokenizer) -> list[int]:
-    """The vocabulary's tokens that state a number or a date on their own: any with a digit, and the capitalised
-    month names. Scanned once per tokenizer."""
+def fact_token_ids(tokenizer) -> dict[int, str]:
+    """The vocabulary's tokens that state a number or a date on their own — any with a digit, and the capitalised
+    month names — each with its text (stripped, lower case). Scanned once per tokenizer."""
     pieces = tokenizer.batch_decode([[t] for t in range(len(tokenizer))])
-    return [t for t, piece in enumerate(pieces)
-            if any(c.isdigit() for c in piece) or (piece.strip().lower() in MONTHS and piece.strip()[:1].isupper())]
+    return {t: piece.strip().lower() for t, piece in enumerate(pieces)
+            if piece.strip() and (any(c.isdigit() for c in piece)
+                                  or (piece.strip().lower() in MONTHS and piece.strip()[:1].isupper()))}

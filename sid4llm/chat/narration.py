@@ -49,7 +49,7 @@ class Narrator:
         self.max_new_tokens = max_new_tokens
 
     @cached_property
-    def _fact_tokens(self) -> list[int]:
+    def _fact_tokens(self) -> dict[int, str]:
         return fact_token_ids(self.tokenizer)
 
     def introduce(self, request: str, items: list[dict], categories: list[list[str]] | None = None,
@@ -61,11 +61,12 @@ class Narrator:
                             for n, item in enumerate(items, 1))
         facts = [item["title"] for item in items] + [c for cats in (categories or []) for c in cats]
         grounding = "\n".join([self.system_prompt, request, *facts])  # not the listing: its "2." grounds no "2"
+        unsupported = unsupported_token_ids(self._fact_tokens, grounding)
         first = _stable_index(seed_text or request, len(OPENERS))
         for n in range(len(OPENERS)):  # another opener when the LM's sentence had to be dropped
             opener = OPENERS[(first + n) % len(OPENERS)].format(title=items[0]["title"])
             continuation = self._generate(self.system_prompt, request, f"Here are my picks for you:\n{listing}\n\n{opener}",
-                                          max_new_tokens, grounding)
+                                          max_new_tokens, unsupported)
             words = self._keep_listed(continuation, {item["index"] for item in items}, grounding)
             if words:
                 return f"{opener} {words}"
@@ -75,12 +76,14 @@ class Narrator:
         """A plain answer in words to a message that asks for nothing (a greeting, thanks)."""
         opener = "Hello!" if not re.search(r"\bthank", message, re.I) else "You're welcome!"
         grounding = f"{self.greeting_prompt}\n{message}"
-        words = self._generate(self.greeting_prompt, message, opener, max_new_tokens, grounding)
+        words = self._generate(self.greeting_prompt, message, opener, max_new_tokens,
+                               unsupported_token_ids(self._fact_tokens, grounding))
         return f"{opener} {self._keep_listed(words, set(), grounding, sentences=2)}".strip()
 
     @torch.no_grad()
     def _generate(self, system: str, user: str, prefix: str, max_new_tokens: int | None = None,
-                  grounding: str = "") -> str:
+                  unsupported: Sequence[int] = ()) -> str:
+        """The LM's continuation of ``prefix``, never writing an ID token or an ``unsupported`` fact token."""
         tokenizer = self.tokenizer
         turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if getattr(tokenizer, "chat_template", None):
@@ -90,7 +93,7 @@ class Narrator:
         with self.words_model() as model:
             device = next(model.parameters()).device
             ids = tokenizer(prompt + prefix, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-            banned = self.banned + [[t] for t in unsupported_token_ids(tokenizer, grounding, self._fact_tokens)]
+            banned = self.banned + [[t] for t in unsupported]
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
                                  max_new_tokens=max_new_tokens or self.max_new_tokens, repetition_penalty=1.3, no_repeat_ngram_size=3,
                                  bad_words_ids=banned or None, eos_token_id=tokenizer.eos_token_id,

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def _embedding_copy(model):
