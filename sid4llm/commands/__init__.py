@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("prepare_data", "read a dataset, split it leave-one-out, embed the item texts"),
     "train-ids": ("train_ids", "learn semantic IDs (variable-length dVAE, fixed, RQ-KMeans, REINFORCE, atomic)"),
     "finetune": ("finetune", "train a causal LM to write item IDs (from scratch, full or LoRA; accelerate launch)"),
+    "align": ("align", "the preference stage: learn from the model's own ranked lists with trl's DPO (accelerate launch)"),
     "evaluate": ("evaluate", "recall/NDCG/coverage on the valid or test split against the most-popular floor"),
     "chat": ("chat", "talk to a trained recommender: titles in, catalogue items out"),
     "serve": ("serve", "serve a trained recommender over HTTP: /v1/recommend, OpenAI-compatible /v1/chat/completions"),

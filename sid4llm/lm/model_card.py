@@ -63,6 +63,16 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
                   f"Item transitions counted from the train histories re-rank the beam's {prior.get('candidates')} "
                   f"candidates with weight {prior.get('weight'):g} (chosen on {prior.get('users'):,} valid users; "
                   "0 would be the model alone): `transition_prior/`.", ""]
+    stage = results.get("preference")
+    if stage:
+        pairs, best = stage.get("pairs", {}), (stage.get("validation") or {}).get("best") or {}
+        kept = (f"the state of step {best['step']} was kept (valid recall@10 {best.get('valid_recall@10')}"
+                + (", the model it started from" if best.get("step") == 0 else "") + ")") if best else "the last state was kept"
+        lines += ["## Preference stage", "",
+                  f"After supervised training, trl's DPO on {pairs.get('pairs', 0):,} pairs from the model's own "
+                  f"{pairs.get('candidates')}-item lists on {pairs.get('examples', 0):,} train histories (the next item "
+                  f"chosen, the model's {pairs.get('negatives')} top wrong items rejected); {kept}. Settings: "
+                  "`training.preference` in `sid4llm_config.json`.", ""]
     train = {k: v for k, v in results.get("metrics", {}).items() if k in ("train_loss", "train_runtime", "eval_loss")}
     settings = cfg.training.get("training", {})
     if train or settings:

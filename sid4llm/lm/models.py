@@ -45,6 +45,10 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="default", metadata={"help": "Causal LM folder or Hub id; 'default' = bundled SmolLM2-135M-Instruct."})
     from_scratch: bool = field(default=False, metadata={"help": "Train a small Llama from scratch (the paper's setting)."})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Start from a saved recommender (a finetune or align output_dir, or a Hub id) trained on the same IDs: "
+                "more supervised training of that model, its kind (base, from scratch, adapter, layer cut) taken "
+                "from it. None: a new model from model_name_or_path."})
     scratch_tokenizer: Literal["auto", "ids", "text"] = field(
         default="auto", metadata={"help": "From scratch: ids (ID tokens and four specials only), text (model_name_or_path's "
                                           "tokenizer, needed for text tasks) or auto (ids unless a text task is trained)."})

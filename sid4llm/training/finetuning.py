@@ -117,6 +117,25 @@ def build_model_and_vocab(model_args: ModelArguments, codebook: SemanticIdCodebo
     return model, vocab
 
 
+def continued_model(model_args: ModelArguments, codebook: SemanticIdCodebook):
+    """The model and vocabulary of the recommender ``model_args.init_from``, trainable, and ``model_args`` with its
+    kind (base, from scratch, adapter, layer cut) set to the saved model's."""
+    from ..lm.trainable import load_trainable_recommender
+    from ..vocabulary import codebook_fingerprint
+
+    recommender = load_trainable_recommender(model_args.init_from)
+    if codebook_fingerprint(recommender.codebook) != codebook_fingerprint(codebook):
+        raise ValueError(f"init_from {model_args.init_from}: it was trained on other IDs than --codebook; continue "
+                         "it with the codebook it was saved with (its codebook/ folder)")
+    saved = recommender.config
+    kind = {"model_name_or_path": saved.base_model, "from_scratch": saved.from_scratch, "use_peft": saved.peft,
+            "pretrained_layers": saved.pretrained_layers, "item_memory_tokens": saved.item_memory_tokens}
+    changed = {k: v for k, v in kind.items() if getattr(model_args, k) != v}
+    if changed:
+        logger.warning("init_from %s: model settings taken from the saved model: %s", model_args.init_from, changed)
+    return recommender.model, recommender.vocab, replace(model_args, **kind)
+
+
 def apply_lora(model, model_args: ModelArguments, vocab: IdVocabulary):
     """The model wrapped in its PEFT adapter (:func:`~sid4llm.lm.models.get_peft_config`)."""
     from peft import get_peft_model
@@ -145,13 +164,16 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
                  training_args: SidTrainingConfig, callbacks: list | None = None,
                  data_collator=None) -> SidRecommender:
     set_seed(training_args.seed)
-    record = training_record(model_args, task_args, training_args)  # before the step floor changes max_steps
     data = PreparedData.load(data_args.data_dir)
     codebook = load_codebook(data_args.codebook)
     check_same_catalogue(codebook, data)
-    model, vocab = build_model_and_vocab(model_args, codebook, training_args.seed, task_args.text_tasks,
-                                         max_positions=max(1024, (task_args.history_token_budget or 0) + 64,
-                                                           task_args.max_seq_length or 0))
+    if model_args.init_from:
+        model, vocab, model_args = continued_model(model_args, codebook)
+    else:
+        model, vocab = build_model_and_vocab(model_args, codebook, training_args.seed, task_args.text_tasks,
+                                             max_positions=max(1024, (task_args.history_token_budget or 0) + 64,
+                                                               task_args.max_seq_length or 0))
+    record = training_record(model_args, task_args, training_args)  # before the step floor changes max_steps
     row_length = task_args.row_length(vocab)
 
     with training_args.main_process_first(desc="building task datasets"):
@@ -167,7 +189,7 @@ def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_a
     if training_args.dataloader_pin_memory and not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # pinned memory needs an accelerator (torch warns on CPU)
     use_peft = model_args.use_peft and not model_args.from_scratch
-    if use_peft:
+    if use_peft and not hasattr(model, "peft_config"):  # (a continued adapter is one already)
         model = apply_lora(model, model_args, vocab)
     config = recommender_config(model_args, task_args, training_args, data, record, len(codebook))
     averaged = WeightAverage(training_args.weight_average_decay) if training_args.weight_average_decay else None
