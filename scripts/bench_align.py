@@ -36,6 +36,7 @@ class BenchAlignArguments:
     data_dir: str | None = field(default=None, metadata={"help": "Its prepared dataset (default: the saved one)."})
     codebook: str | None = field(default=None, metadata={"help": "Its codebook (default: the model's codebook/)."})
     train_users: int | None = field(default=None, metadata={"help": "Override the stage's train_users."})
+    examples_per_user: int | None = field(default=None, metadata={"help": "Override the stage's examples_per_user."})
     requests: int | None = field(default=None, metadata={"help": "Override the stage's requests."})
     max_users: int | None = field(default=None, metadata={"help": "A seeded sample of test users (default: all)."})
     k: int = field(default=10, metadata={"help": "Cut-off."})
@@ -51,7 +52,8 @@ def main(args: BenchAlignArguments) -> dict:
     clock = time.perf_counter()
     align.main(*load_arguments(align.ARGUMENTS, args.align_config, model=args.model, data_dir=data_dir,
                                output_dir=out / "aligned", max_train_minutes=args.minutes,
-                               train_users=args.train_users, requests=args.requests))
+                               train_users=args.train_users, examples_per_user=args.examples_per_user,
+                               requests=args.requests))
     walls["aligned"] = (time.perf_counter() - clock) / 60
     clock = time.perf_counter()
     finetune.main(*load_arguments(finetune.ARGUMENTS, args.finetune_config, init_from=args.model, data_dir=data_dir,

@@ -168,7 +168,7 @@ def test_the_shipped_align_config_parses(tmp_path):
         [PreferenceArguments, SidPreferenceConfig],
         ["--config", str(config), "--model", "m", "--output_dir", str(tmp_path), "--use_cpu", "true"])
     assert pref_args.negatives < pref_args.candidates and training_args.precompute_ref_log_probs
-    assert training_args.bf16 is False and training_args.loss_type == ["sigmoid"]
+    assert training_args.bf16 is False and training_args.loss_type == ["sigmoid", "sft"]
 
 
 def test_finetune_init_from_continues_a_saved_model_the_control_of_the_stage(scratch_dir, tiny_lm_dir, tiny_prepared,

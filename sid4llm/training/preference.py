@@ -78,8 +78,9 @@ class SidPreferenceConfig(DPOConfig):
         "help": "Stop after this many validations without a gain (None: train to the end)."})
     max_train_minutes: float = field(default=0.0, metadata={
         "help": "Fit the stage (validation included) into this many minutes; 0: no limit."})
-    transition_prior_weights: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.8, 1.0], metadata={
-        "help": "Re-ranking weights tried for the starting model's transition prior, if it has one."})
+    transition_prior_weights: list[float] | None = field(default=None, metadata={
+        "help": "Re-ranking weights tried for the starting model's transition prior, if it has one (its own weight "
+                "always is). None: those it was fitted with."})
     transition_prior_users: int = field(default=2000, metadata={"help": "Valid users the prior's weight is chosen on."})
 
     def __post_init__(self):
@@ -196,6 +197,15 @@ class StartingPointValidation(ValidationRecall):
         self._evaluate(state, model)
 
 
+def prior_weight_candidates(source: SidRecommender, training_args: SidPreferenceConfig) -> list[float]:
+    """The transition-prior weights tried after the stage: the given ones, else those the starting model's were
+    chosen from, and always the weight it has (so the kept start scores as it did)."""
+    fitted = source.config.training.get("training", {}).get("transition_prior_weights")
+    weights = training_args.transition_prior_weights or fitted or [0.1, 0.2, 0.3, 0.5, 0.8, 1.0]
+    own = source.transition_prior_weight()
+    return sorted({*map(float, weights), *([float(own)] if own else [])})
+
+
 def run_align(pref_args: PreferenceArguments, training_args: SidPreferenceConfig) -> SidRecommender:
     """Load the recommender, build pairs from its own lists on train users, train with trl's DPO under
     validation and the time budget, choose the prior's weight again, and save the same artefact as finetune."""
@@ -256,7 +266,7 @@ def run_align(pref_args: PreferenceArguments, training_args: SidPreferenceConfig
         model.eval()
         recommender.results["transition_prior"] = fit_transition_prior_weight(
             SidRecommender(model, vocab, source.generation_config, as_trained, transition_prior=source.transition_prior),
-            recommender.transition_prior, vh, vt, training_args.transition_prior_weights)
+            recommender.transition_prior, vh, vt, prior_weight_candidates(source, training_args))
         recommender.config.decoding.transition_prior_weight = recommender.transition_prior.weight
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
