@@ -227,3 +227,20 @@ def test_requests_in_words_prefer_items_that_meet_what_was_asked(chat_dir, chat_
     assert len(pipe.chat([{"role": "user", "content": "something like a comedy"}], k=3)["items"]) == 3
     with pytest.raises(SettingsError, match="requests task"):
         run_align(PreferenceArguments(model=scratch_dir, requests=2), _config(tmp_path / "x", max_steps=1, valid_users=0))
+
+
+@pytest.mark.slow  # a subprocess end to end
+def test_the_align_recipe_runs_under_accelerate_launch(scratch_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[1]
+    out = tmp_path / "aligned"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo / "recipes" / "accelerate_configs" / "cpu.yaml"), str(repo / "recipes" / "align.py"),
+           "--config", "align/dpo", "--model", scratch_dir, "--output_dir", str(out), "--train_users", "10",
+           "--max_steps", "2", "--valid_users", "4", "--transition_prior_users", "4", "--disable_tqdm", "true"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert SidRecommender.from_pretrained(out).results["preference"]["pairs"]["pairs"] > 0
