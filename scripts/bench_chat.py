@@ -1,7 +1,8 @@
 """The chat benchmark on a trained recommender: category precision@5 on held-out request phrasings (beside the
 most popular items and the best possible list), mention precision/recall on labelled messages, share of answers
 with words (and of answers stating a number, date or name the catalogue lacks), seconds per chat turn, and
-recall@10 from a natural-language prompt beside the ID-stream recall and the most-popular floor
+recall@10 from a natural-language prompt beside the ID stream of the same named items, of the whole history, and the
+most-popular floor
 (:mod:`sid4llm.chat.benchmark`).
 
     python scripts/bench_chat.py --model outputs/quickstart/model --data_dir outputs/quickstart/data \
@@ -35,11 +36,15 @@ class ChatBenchArguments:
     requests: int = field(default=150, metadata={"help": "Held-out requests for category precision@5."})
     users: int = field(default=500, metadata={"help": "Test users for recall@10 from the natural-language prompt."})
     seed: int = field(default=0, metadata={"help": "Seed of the user sample (and, + 1, of the requests)."})
+    transition_prior_weight: float | None = field(default=None, metadata={
+        "help": "The transition prior's weight on every path (None: the saved one; 0: the model alone)."})
     json: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
 
 
 def main(args: ChatBenchArguments) -> dict:
     pipe = RecommendationPipeline.from_pretrained(args.model)
+    if args.transition_prior_weight is not None:
+        pipe.recommender.config.decoding.transition_prior_weight = args.transition_prior_weight
     data = PreparedData.load(args.data_dir)
     start = time.time()
     precision = category_precision(pipe, data, args.requests, seed=args.seed + 1)
@@ -57,13 +62,15 @@ def main(args: ChatBenchArguments) -> dict:
         ("answers in the LM's own words", turns["answers_in_lm_words"]),
         ("seconds per chat turn (mean)", turns["seconds_per_turn"]),
         ("recall@10, natural-language prompt", recall["recall_prompt"]),
-        ("recall@10, ID stream", recall["recall_id_stream"]),
+        ("recall@10, ID stream of the same named items", recall["recall_id_stream_same_items"]),
+        ("recall@10, ID stream of the whole history", recall["recall_id_stream"]),
         ("recall@10, most popular", recall["recall_most_popular"]),
     ]
     print(markdown_table(["measure", "value"], [[name, f"{value:.3f}"] for name, value in rows]))
     print(f"\n{precision['n_requests']} requests, {mentions['mentions']} labelled mentions, {len(turns['transcript'])} "
           f"chat turns, {recall['n_users']} test users; {time.time() - start:.0f} s")
-    result = {"model": args.model, "machine": machine_description(), "category_precision": precision,
+    result = {"model": args.model, "transition_prior_weight": pipe.recommender.transition_prior_weight(),
+              "machine": machine_description(), "category_precision": precision,
               "mentions": mentions, "chat": turns, "prompt_recall": recall, "table": dict(rows)}
     if args.json:
         write_json(args.json, result)

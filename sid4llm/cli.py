@@ -193,10 +193,13 @@ def user_errors(argv: list[str] | None = None) -> Iterator[None]:
 
 def run_command(main: Any, dataclass_types: list[type] | tuple[type, ...], argv: list[str] | None = None,
                 log_level: int = 20) -> Any:
-    """What every command's ``run`` does: logging, the shared parser, then ``main(*parsed)`` with user errors
-    printed as one line (see :func:`user_errors`)."""
+    """What every command's ``run`` does: logging, the allocator setting of :mod:`sid4llm.allocator`, the shared
+    parser, then ``main(*parsed)`` with user errors printed as one line (see :func:`user_errors`)."""
     import logging
 
+    from .allocator import keep_freed_memory
+
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     with user_errors(sys.argv if argv is None else argv):
         return main(*parse_config_and_args(dataclass_types, argv))

@@ -60,6 +60,20 @@ def test_the_words_change_the_list(pipe):
     assert [r["score"] for r in funny] != [r["score"] for r in scary]
 
 
+def test_what_followed_the_named_items_in_the_train_histories_moves_up_and_a_request_naming_none_is_unchanged(chat_dir):
+    from sid4llm.decoding.transition_prior import ItemTransitionPrior
+
+    pipe = RecommendationPipeline.from_pretrained(chat_dir)
+    request, n = "something like the matrix", len(pipe.codebook)
+    alone = [i["index"] for i in pipe.recommend_request(request, [0], k=n)]
+    follower = alone[-1]  # the model's last choice; in the train histories, it always came after the named item
+    pipe.recommender.transition_prior = ItemTransitionPrior.count([[0, follower]] * 3, n_items=n, span=1)
+    pipe.recommender.config.decoding.transition_prior_weight = 5.0
+    assert [i["index"] for i in pipe.recommend_request(request, [0], k=3)][0] == follower
+    assert [i["index"] for i in pipe.recommend_request("something funny", [], k=n)] == \
+        [i["index"] for i in RecommendationPipeline.from_pretrained(chat_dir).recommend_request("something funny", [], k=n)]
+
+
 def test_named_items_are_read_as_an_id_stream_and_left_out(pipe):
     reply = pipe.chat([{"role": "user", "content": "Something like the matrix but scarier"}], k=4)
     assert [h["title"] for h in reply["history"]] == ["Matrix, The (1999)"]
@@ -145,6 +159,7 @@ def test_the_chat_benchmark_measures_what_it_names(pipe, chat_prepared, tmp_path
     assert turns["answers_with_ungrounded_facts"] == 0.0  # whatever the tiny random LM writes
     recall = prompt_recall(pipe, data, n_users=5, k=3)
     assert recall["n_users"] == 5 and 0.0 <= recall["recall_prompt"] <= 1.0
+    assert 0.0 <= recall["recall_id_stream_same_items"] <= 1.0
 
 
 def test_the_chat_artefact_pushes_as_one_commit_and_chats_the_same_after_loading(pipe, fake_hub):

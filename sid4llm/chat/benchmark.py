@@ -140,7 +140,8 @@ def chat_turns(pipe, requests: list[str], k: int = 5) -> dict:
 
 def prompt_recall(pipe, data, n_users: int = 500, recent: int = 5, k: int = 10, seed: int = 0) -> dict:
     """recall@k from a sentence naming each user's ``recent`` latest titles, through the chat (seen items left
-    out), beside the ID-stream recall and the most-popular floor of :func:`evaluate_recommender` on the same
+    out), beside the ID stream of the same ``recent`` items (what the words cost or add at equal context), the
+    ID stream of the whole history and the most-popular floor of :func:`evaluate_recommender` on the same
     users."""
     split = data.sequences["test"]
     histories, targets = list(split["history"]), list(split["target"])
@@ -155,7 +156,11 @@ def prompt_recall(pipe, data, n_users: int = 500, recent: int = 5, k: int = 10, 
         reply = pipe.chat([{"role": "user", "content": message}], k=k, exclude=[data.items[i]["item_id"] for i in histories[u]],
                           prose=False)
         hits += targets[u] in [item["index"] for item in reply["items"]]
+    same_items = pipe.recommender.recommend([histories[u][-recent:] for u in users], k=k,
+                                            exclude=[histories[u] for u in users])
+    same_hits = sum(targets[u] in [item["index"] for item in ranked] for u, ranked in zip(users, same_items))
     streams = evaluate_recommender(pipe.recommender, data, "test", [k], max_users=n_users, seed=seed)
-    return {"recall_prompt": hits / len(users), "recall_id_stream": streams["model"][f"recall@{k}"],
+    return {"recall_prompt": hits / len(users), "recall_id_stream_same_items": same_hits / len(users),
+            "recall_id_stream": streams["model"][f"recall@{k}"],
             "recall_most_popular": streams["most_popular"][f"recall@{k}"], "n_users": len(users), "recent_titles": recent,
             "k": k}

@@ -141,7 +141,7 @@ class SidRecommender:
         return builder.text_prompt_ids(builder.natural_language_prompt(builder.budget(items))) + [self.vocab.begin_id]
 
     def transition_prior_weight(self, prior_weight: float | None = None) -> float | None:
-        """The weight the transition prior re-ranks ID-history decodes with: ``prior_weight`` if given, else the
+        """The weight the transition prior re-ranks decodes with: ``prior_weight`` if given, else the
         decoding config's, else the prior's own; None without a prior."""
         if self.transition_prior is None:
             return None
@@ -167,8 +167,9 @@ class SidRecommender:
         ``style="request"``.
 
         With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
-        alone) and ``style="ids"``, the search finishes ``num_beams`` items and the ``k`` best by log p_model +
-        weight · log p_prior are returned, ``score`` being that sum."""
+        alone), the search finishes ``num_beams`` items and the ``k`` best by log p_model + weight · log p_prior
+        are returned, ``score`` being that sum. It reads the history's last items in every style: the items a
+        request names are its history (a request that names none leaves the beam's order as it is)."""
         from tqdm.auto import tqdm
 
         from ..decoding.top_k import recommend_top_k
@@ -185,7 +186,7 @@ class SidRecommender:
         beams = max(num_beams or self.config.decoding.num_beams or k, k)
         cold_share = self.config.decoding.cold_share if cold_share is None else cold_share
         n_items = len(self.codebook)
-        weight = self.transition_prior_weight(prior_weight) if style == "ids" else None
+        weight = self.transition_prior_weight(prior_weight)
         pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:

@@ -18,6 +18,7 @@ import torch
 from transformers import ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..allocator import keep_freed_memory
 from ..data import PreparedData
 from ..decoding.columns import IdDecoder
 from ..decoding.transition_prior import ItemTransitionPrior
@@ -163,6 +164,7 @@ def resolve_resume(training_args: TrainingArguments) -> str | None:
 def run_finetune(model_args: ModelArguments, data_args: SidDataArguments, task_args: TaskArguments,
                  training_args: SidTrainingConfig, callbacks: list | None = None,
                  data_collator=None) -> SidRecommender:
+    keep_freed_memory()
     set_seed(training_args.seed)
     data = PreparedData.load(data_args.data_dir)
     codebook = load_codebook(data_args.codebook)

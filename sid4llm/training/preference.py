@@ -211,8 +211,10 @@ def run_align(pref_args: PreferenceArguments, training_args: SidPreferenceConfig
     validation and the time budget, choose the prior's weight again, and save the same artefact as finetune."""
     from transformers import set_seed
 
+    from ..allocator import keep_freed_memory
     from .finetuning import _jsonable, remove_checkpoints, valid_users
 
+    keep_freed_memory()
     set_seed(training_args.seed)
     source = load_trainable_recommender(pref_args.model)
     if pref_args.requests and "requests" not in source.config.prompt.tasks:
