@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Lowest first: a module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("sid4llm", "sid4llm.artifacts", "sid4llm.cache", "sid4llm.hub", "sid4llm.metrics", "sid4llm.reporting"),
+    ("sid4llm", "sid4llm.allocator", "sid4llm.artifacts", "sid4llm.cache", "sid4llm.hub", "sid4llm.metrics", "sid4llm.reporting"),
     ("sid4llm.data",),
     ("sid4llm.ids",),
     ("sid4llm.vocabulary",),

@@ -168,8 +168,7 @@ class SidRecommender:
 
         With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
         alone), the search finishes ``num_beams`` items and the ``k`` best by log p_model + weight · log p_prior
-        are returned, ``score`` being that sum. It reads the history's last items in every style: the items a
-        request names are its history (a request that names none leaves the beam's order as it is)."""
+        are returned, ``score`` being that sum; in every style (a request's history: the items it names)."""
         from tqdm.auto import tqdm
 
         from ..decoding.top_k import recommend_top_k
