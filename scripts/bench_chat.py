@@ -59,6 +59,7 @@ def main(args: ChatBenchArguments) -> dict:
         ("mention recall", mentions["recall"]),
         ("answers with words", turns["answers_with_words"]),
         ("answers stating a fact the catalogue lacks", turns["answers_with_ungrounded_facts"]),
+        ("answers making a plain-word claim the catalogue does not support", turns["answers_with_unsupported_claims"]),
         ("answers in the LM's own words", turns["answers_in_lm_words"]),
         ("seconds per chat turn (mean)", turns["seconds_per_turn"]),
         ("recall@10, natural-language prompt", recall["recall_prompt"]),

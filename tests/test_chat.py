@@ -157,6 +157,7 @@ def test_the_chat_benchmark_measures_what_it_names(pipe, chat_prepared, tmp_path
     turns = chat_turns(pipe, ["hi", "a scary film"], k=2)
     assert 0.0 <= turns["answers_with_words"] <= 1.0 and turns["seconds_per_turn"] > 0
     assert turns["answers_with_ungrounded_facts"] == 0.0  # whatever the tiny random LM writes
+    assert turns["answers_with_unsupported_claims"] == 0.0
     recall = prompt_recall(pipe, data, n_users=5, k=3)
     assert recall["n_users"] == 5 and 0.0 <= recall["recall_prompt"] <= 1.0
     assert 0.0 <= recall["recall_id_stream_same_items"] <= 1.0

@@ -8,7 +8,8 @@ Measured on a prepared dataset and a saved recommender (``scripts/bench_chat.py`
   the best possible list;
 - **mention precision / recall** on a labelled set of messages with negatives (``chat_mentions_*.jsonl``);
 - **share of answers with words**, **share stating a fact the catalogue and the request lack** (a number, a date,
-  a name: :mod:`.grounding`), **share in the LM's own words** and **seconds per chat turn**, through
+  a name: :mod:`.grounding`), **share making a claim in plain words they do not support**, **share in the LM's own
+  words** and **seconds per chat turn**, through
   :meth:`RecommendationPipeline.chat`;
 - **recall@10 from the natural-language prompt**: each test user's most recent titles in a sentence, through the
   chat (mention detection, then the model), beside the ID-stream recall of the same model and the most-popular
@@ -27,6 +28,7 @@ import numpy as np
 from ..data.titles import spoken_title
 from ..evaluation.leave_one_out import evaluate_recommender
 from ..metrics import sample_users
+from .grounding import ungrounded_claims, ungrounded_facts
 
 # Labelled messages: the first set was written with the mention rules, the second afterwards (as a check on them)
 MENTION_FILES = (Path(__file__).with_name("chat_mentions_movielens.jsonl"),
@@ -102,37 +104,57 @@ def mention_scores(pipe, paths: Sequence[str | Path] = MENTION_FILES) -> dict:
             "mentions": expected, "messages": sum(bool(line.strip()) for _, line in lines), "errors": errors}
 
 
+def answer_words(content: str) -> str:
+    """The words of a chat answer: its text before the list, without the lines that echo the request."""
+    return "\n\n".join(s for s in content.split("Recommended for you:")[0].split("\n\n")
+                       if not s.startswith(("You mentioned", "I couldn't find", "(Your message"))).strip()
+
+
+def unsupported_in_answer(words: str, request: str, titles: Sequence[str], categories: Sequence[Sequence[str]],
+                          profile) -> tuple[list[str], list[str]]:
+    """What an answer's ``words`` state that the listed items (``titles``, each with its ``categories``), the
+    request and the profile do not hold: (facts — numbers, dates, names; claims in plain words — only for an answer
+    that lists items)."""
+    listed_categories = [c for cats in categories for c in cats]
+    grounding = [request, profile.fill(profile.assistant_prompt), profile.fill(profile.greeting_prompt),
+                 *titles, *listed_categories]
+    facts = ungrounded_facts(words, grounding)
+    claims = ungrounded_claims(words, [*grounding, profile.fill(profile.grounded_answer)],
+                               profile.answer_vocabulary(listed_categories)) if titles else []
+    return facts, claims
+
+
 def chat_turns(pipe, requests: list[str], k: int = 5) -> dict:
     """Through the whole chat: the share of answers with words, the share of those that state a fact (a number, a
-    date, a name) that neither the catalogue's listed items nor the request hold, the share written by the LM
+    date, a name) that neither the catalogue's listed items nor the request hold, the share of answers presenting
+    items that make a claim in plain words they do not support (content words beyond the titles, the listed items'
+    categories and their everyday words, the request and the words of recommending), the share written by the LM
     rather than the profile's ``grounded_answer``, and seconds per turn."""
-    from .grounding import ungrounded_facts
-
-    times, with_words, ungrounded, own, answers = [], 0, 0, 0, []
+    times, with_words, ungrounded, claiming, own, answers = [], 0, 0, 0, 0, []
     categories = pipe.recommender.item_categories
     profile = pipe.profile
     for text in requests:
         start = time.perf_counter()
         reply = pipe.chat([{"role": "user", "content": text}], k=k)
         times.append(time.perf_counter() - start)
-        words = "\n\n".join(s for s in reply["content"].split("Recommended for you:")[0].split("\n\n")
-                            if not s.startswith(("You mentioned", "I couldn't find", "(Your message"))).strip()
+        words = answer_words(reply["content"])
         has_words = len(words.split()) >= 4
         items = reply["items"]
-        grounding = [text, profile.fill(profile.assistant_prompt), profile.fill(profile.greeting_prompt),
-                     *(item["title"] for item in items),
-                     *(c for item in items for c in (categories[item["index"]] if categories else []))]
-        facts = ungrounded_facts(words, grounding)
+        facts, claims = unsupported_in_answer(words, text, [item["title"] for item in items],
+                                              [categories[item["index"]] if categories else [] for item in items],
+                                              profile)
         templated = bool(items) and words == profile.grounded_sentence(
             spoken_title(items[0]["title"], with_year=True), categories[items[0]["index"]] if categories else None)
         with_words += has_words
         ungrounded += bool(facts)
+        claiming += bool(claims)
         own += has_words and not templated
         answers.append({"request": text, "answer": reply["content"], "words": has_words, "ungrounded": facts,
-                        "grounded_answer": templated})
+                        "unsupported_claims": claims, "grounded_answer": templated})
     n = len(requests)
     return {"answers_with_words": with_words / n if n else None,
             "answers_with_ungrounded_facts": ungrounded / n if n else None,
+            "answers_with_unsupported_claims": claiming / n if n else None,
             "answers_in_lm_words": own / n if n else None,
             "seconds_per_turn": float(np.mean(times)) if times else None,
             "seconds_per_turn_p90": float(np.percentile(times, 90)) if times else None, "transcript": answers}

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,10 @@ class CatalogueProfile:
     category_words: dict[str, dict[str, list[str]]] = field(default_factory=dict, metadata={
         "help": "Everyday words per category name: {'Comedy': {'adjectives': ['funny'], 'nouns': ['a comedy'], "
                 "'suffixes': [], 'wishes': ['funnier']}}; a category left out is asked for by its own name."})
+    answer_words: list[str] = field(default_factory=list, metadata={
+        "help": "Words a chat answer may use about any item besides the catalogue's own (synonyms of the item noun, "
+                "the domain's words of appreciation): ['film', 'page-turner']. Other content words must come from "
+                "the listed items' titles and categories, or from the request."})
     extra_stop_words: list[str] = field(default_factory=list, metadata={
         "help": "Words that never name an item on their own in a chat message (besides the nouns and verbs)."})
 
@@ -188,6 +193,18 @@ class CatalogueProfile:
             for phrases in entry.values():
                 for phrase in phrases:
                     words.update(re.sub(r"[^\w]+", " ", phrase.lower()).split())
+        return frozenset(w.lower() for w in words)
+
+    def answer_vocabulary(self, categories: Iterable[str] = ()) -> frozenset[str]:
+        """The words an answer presenting items of ``categories`` may use besides their titles and the request:
+        the item nouns and verbs, :attr:`answer_words`, and the everyday words of those categories only (a comedy
+        may be called "funny", not "scary")."""
+        words = {*self.nouns, self.item_noun, self.plural, *self.verb.split(), *self.verb_past.split(),
+                 *self.answer_words}
+        for category in categories:
+            entry = self.words_for(category)
+            for phrase in (p for group in (astuple(entry) if entry else ()) for p in group):
+                words.update(re.sub(r"[^\w]+", " ", phrase.lower()).split())
         return frozenset(w.lower() for w in words)
 
     # ------------------------------------------------------------------ files
