@@ -121,15 +121,14 @@ class Narrator:
             if not sentence or sentence[-1] not in ".!?":
                 break
             if not self._checks_out(sentence, listed, grounding, allowed):
-                if not kept and allowed is not None:
-                    kept = [head for head in [self._supported_head(sentence, listed, grounding, allowed)] if head]
                 break
             kept.append(sentence)
         if not kept and len(text.split()) >= _MIN_WORDS:
             if self._checks_out(text, listed, grounding, allowed):
                 kept = [text.rstrip(" ,;:-") + "."]  # the first sentence ran past the token limit: keep it, closed
-            elif allowed is not None:
-                kept = [head for head in [self._supported_head(text, listed, grounding, allowed)] if head]
+            elif allowed is not None:  # a head that checks out lies inside the first sentence, which did not
+                head = self._supported_head(text, listed, grounding, allowed)
+                kept = [head] if head else []
         return " ".join(kept)
 
     def _supported_head(self, sentence: str, listed: set[int], grounding: str, allowed: frozenset[str]) -> str:

@@ -187,24 +187,21 @@ class CatalogueProfile:
     def vocabulary(self) -> frozenset[str]:
         """Every word a request is built from besides titles (nouns, verbs, category words): a run of these
         alone never names an item in a chat message."""
-        words = {*self.nouns, self.item_noun, self.plural, *self.verb.split(), *self.verb_past.split(),
-                 *self.extra_stop_words}
-        for entry in self.category_words.values():
-            for phrases in entry.values():
-                for phrase in phrases:
-                    words.update(re.sub(r"[^\w]+", " ", phrase.lower()).split())
-        return frozenset(w.lower() for w in words)
+        phrases = [p for entry in self.category_words.values() for group in entry.values() for p in group]
+        return self._words_with(self.extra_stop_words, phrases)
 
     def answer_vocabulary(self, categories: Iterable[str] = ()) -> frozenset[str]:
         """The words an answer presenting items of ``categories`` may use besides their titles and the request:
         the item nouns and verbs, :attr:`answer_words`, and the everyday words of those categories only (a comedy
         may be called "funny", not "scary")."""
-        words = {*self.nouns, self.item_noun, self.plural, *self.verb.split(), *self.verb_past.split(),
-                 *self.answer_words}
-        for category in categories:
-            entry = self.words_for(category)
-            for phrase in (p for group in (astuple(entry) if entry else ()) for p in group):
-                words.update(re.sub(r"[^\w]+", " ", phrase.lower()).split())
+        entries = [entry for entry in map(self.words_for, categories) if entry]
+        return self._words_with(self.answer_words, [p for entry in entries for group in astuple(entry) for p in group])
+
+    def _words_with(self, extra: Iterable[str], phrases: Iterable[str]) -> frozenset[str]:
+        """The item nouns and verbs, ``extra`` words and the words of ``phrases``, lower case."""
+        words = {*self.nouns, self.item_noun, self.plural, *self.verb.split(), *self.verb_past.split(), *extra}
+        for phrase in phrases:
+            words.update(re.sub(r"[^\w]+", " ", phrase.lower()).split())
         return frozenset(w.lower() for w in words)
 
     # ------------------------------------------------------------------ files
