@@ -589,6 +589,45 @@ def test_a_time_budget_counts_validation_and_stops_at_the_limit(tmp_path, tiny_l
     assert budget["steps"] == 29  # 25 s, then 10 s a step: the minute is spent at step 29
 
 
+class _PaceChangeClock(_StepClock):
+    """Steps cost ``before`` seconds up to step ``at``, then ``after``."""
+
+    def __init__(self, before: float, after: float, at: int):
+        super().__init__(before)
+        self.before, self.after, self.at = before, after, at
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Tick(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.now += clock.before if state.global_step <= clock.at else clock.after
+
+        return Tick()
+
+
+@pytest.mark.parametrize("before, after, steps", [(1.5, 0.5, 100), (1.0, 2.0, 72)])
+def test_a_time_budget_follows_the_pace_of_the_whole_run(tmp_path, tiny_lm_dir, tiny_prepared, monkeypatch,
+                                                          before, after, steps):
+    """The first steps do not set the pace for good. Slow first steps (1.5 s, then 0.5 s) first plan 80 of 100
+    steps in 2 minutes; later fits give the steps back, and the run trains all 100. Steps that slow down (1 s,
+    then 2 s) are re-fitted down to 72, so the schedule decays to its end inside the budget instead of being
+    cut by the clock."""
+    clock = _PaceChangeClock(before, after, at=25)
+    monkeypatch.setattr("sid4llm.training.selection.clock", clock)
+    model_args, data_args, task_args, training_args = _args(tmp_path, tiny_lm_dir, tiny_prepared, max_steps=100,
+                                                            lr_scheduler_type="linear", logging_steps=1)
+    training_args.eval_examples, training_args.max_train_minutes = 0, 2.0
+    rec = run_finetune(model_args, data_args, task_args, training_args, callbacks=[clock.callback()])
+    budget = rec.results["training_plan"]["time_budget"]
+    assert _trainer_state(training_args.output_dir)["global_step"] == budget["steps"] == steps
+    assert not budget["stopped_by_clock"] and clock.now <= 120
+    last = [h["learning_rate"] for h in _trainer_state(training_args.output_dir)["log_history"] if "learning_rate" in h][-1]
+    assert last < 0.05 * training_args.learning_rate  # the schedule ran to its end
+
+
 def _agree_in_process(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 

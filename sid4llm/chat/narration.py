@@ -27,7 +27,13 @@ from functools import cached_property
 import torch
 
 from ..data.profile import CatalogueProfile
-from .grounding import content_words, fact_token_ids, ungrounded_claims, ungrounded_facts, unsupported_token_ids
+from .grounding import (
+    content_words,
+    fact_token_ids,
+    ungrounded_claims,
+    ungrounded_facts,
+    unsupported_token_ids,
+)
 
 # How an answer opens: the first recommended title, then the LM's own words.
 OPENERS = ("{title} is a great choice because", "I'd start with {title}, since", "You might enjoy {title}, because")

@@ -185,22 +185,27 @@ class TrainingTimeBudget(TrainerCallback):
     After ``probe_steps`` steps (the first ``skip_steps`` left out of the timing: they pay one-time costs) the
     measured seconds per step set the step count — never more than the plan — and the schedule is re-fitted
     to it, so the learning rate still decays to its end; after the first validation evaluation its measured
-    cost is counted in and the count is set again. Past ``minutes`` the run stops whatever the estimate said
+    cost is counted in and the count is set again. The pace of the first steps is not the pace of the run (a
+    machine warms up, a neighbour's job ends or starts), so the count is set again every ``refits`` -th of the
+    plan from the pace of the steps since the last fit, up or down (up to the plan): the run ends on its clock
+    with its schedule at its end, not early or cut. Past ``minutes`` the run stops whatever the estimate said
     (the kept model is then the best one validated so far). ``plan`` (the dict of :func:`plan_training_steps`)
     gets a ``time_budget`` entry that says what was measured and chosen. A resumed run times itself again and
     gets the whole budget from where it resumes."""
 
     def __init__(self, minutes: float, plan: dict | None = None, validation: ValidationRecall | None = None,
-                 probe_steps: int = 20, skip_steps: int = 5, rescale_validation: bool = True):
+                 probe_steps: int = 20, skip_steps: int = 5, rescale_validation: bool = True, refits: int = 20):
         if minutes <= 0:
             raise ValueError(f"the training time budget must be positive minutes, got {minutes}")
         self.seconds, self.plan, self.validation = 60.0 * minutes, plan, validation
         self.probe_steps, self.skip_steps = max(1, probe_steps), max(0, skip_steps)
         self.rescale_validation = rescale_validation  # validation every tenth of the shortened run, not the planned one
+        self.refits = max(0, refits)
+        self._next_refit: int | None = None
         self.progress = None  # the trainer's ProgressCallback, when it has one: its bar is re-sized with the run
         self._start = self._mark = self._device = None
         self._mark_step, self._mark_validation = 0, 0.0
-        self._fitted_with_validation = False
+        self._fitted_with_validation = self._probed = False
         self.report: dict = {"minutes": minutes, "planned_steps": None, "steps": None, "seconds_per_step": None,
                              "seconds_per_validation": None, "stopped_by_clock": False}
 
@@ -220,12 +225,17 @@ class TrainingTimeBudget(TrainerCallback):
         step = state.global_step
         if step == self.skip_steps or (self._mark is None and step > self.skip_steps):
             self._mark, self._mark_step, self._mark_validation = now, step, self._validation_seconds()
-        probe_done = self._mark is not None and step == self._mark_step + self.probe_steps
+        probe_done = not self._probed and self._mark is not None and step == self._mark_step + self.probe_steps
         first_validation = (not self._fitted_with_validation and self._validations() > 0
                             and self._mark is not None and step > self._mark_step)
-        if probe_done or first_validation:
+        refit_due = self._next_refit is not None and step >= self._next_refit
+        if probe_done or first_validation or refit_due:
             self._fitted_with_validation |= first_validation
-            self._fit(now, state, lr_scheduler)
+            self._probed |= probe_done
+            self._fit(now, state, lr_scheduler, announce=not refit_due)
+            planned = self.report["planned_steps"]
+            if self.refits and planned:
+                self._next_refit = step + max(self.probe_steps, planned // self.refits)
         if agreed(now - self._start, self._device, "max") >= self.seconds and step < state.max_steps:
             logger.warning("training time budget of %.1f min spent: stopping at step %d of %d", self.seconds / 60,
                            step, state.max_steps)
@@ -234,7 +244,7 @@ class TrainingTimeBudget(TrainerCallback):
             control.should_training_stop = True
         return control
 
-    def _fit(self, now: float, state, lr_scheduler) -> None:
+    def _fit(self, now: float, state, lr_scheduler, announce: bool = True) -> None:
         step = state.global_step
         validated = self._validation_seconds() - self._mark_validation
         per_step = max((now - self._mark - validated) / max(step - self._mark_step, 1), 1e-9)
@@ -247,7 +257,7 @@ class TrainingTimeBudget(TrainerCallback):
             evaluations = ((steps - 1) // every + 1) if every else 0  # every `every` steps, and once at the end
             return elapsed + (steps - step) * per_step + max(evaluations - done, 0) * per_validation
 
-        fits = state.max_steps
+        fits = max(self.report["planned_steps"] or state.max_steps, step + 1)  # a later fit may give steps back
         if seconds_for(fits) > self.seconds:
             low, high = step, fits  # the largest count that fits, by bisection (time grows with steps)
             while low < high:
@@ -256,10 +266,12 @@ class TrainingTimeBudget(TrainerCallback):
             fits = max(low, step + 1)
         fits = int(agreed(fits, self._device, "min"))  # every process of a distributed run stops at the same step
         self.report.update(seconds_per_step=round(per_step, 4), seconds_per_validation=round(per_validation, 2) or None)
-        if fits < state.max_steps:
-            logger.warning("training time budget %.1f min: %.3f s a step%s here, so %s steps instead of %s",
-                           self.seconds / 60, per_step, f" and {per_validation:.1f} s a validation" if per_validation else "",
-                           f"{fits:,}", f"{state.max_steps:,}")
+        if fits != state.max_steps:
+            if announce or abs(fits - state.max_steps) > 0.02 * state.max_steps:
+                logger.warning("training time budget %.1f min: %.3f s a step%s here, so %s steps instead of %s",
+                               self.seconds / 60, per_step,
+                               f" and {per_validation:.1f} s a validation" if per_validation else "",
+                               f"{fits:,}", f"{state.max_steps:,}")
             state.max_steps = fits
             refit_schedule(lr_scheduler, fits)
             bar = getattr(self.progress, "training_bar", None)
@@ -269,6 +281,7 @@ class TrainingTimeBudget(TrainerCallback):
             if self.rescale_validation and self.validation is not None and not done:
                 self.validation.every = max(1, fits // 10)  # still a tenth of the (shorter) run
             self.report["steps"] = fits
+        self._mark, self._mark_step, self._mark_validation = now, step, self._validation_seconds()  # the next window
         self._publish()
 
     def on_train_end(self, args, state, control, **kwargs):
