@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from sid4llm.chat.benchmark import answer_words, unsupported_in_answer
+from sid4llm.chat.conversation import LIST_HEADING
 from sid4llm.cli import parse_config_and_args
 from sid4llm.pipeline import RecommendationPipeline
 from sid4llm.reporting import markdown_table, write_json
@@ -29,7 +30,7 @@ class RecheckArguments:
 
 def listed_titles(content: str) -> list[str]:
     """The titles of an answer's numbered list, in order."""
-    listing = content.split("Recommended for you:", 1)[1] if "Recommended for you:" in content else ""
+    listing = content.split(LIST_HEADING, 1)[1] if LIST_HEADING in content else ""
     return [re.sub(r"^\d+\.\s*", "", line).strip() for line in listing.strip().splitlines() if line.strip()]
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..data.titles import spoken_title
 from ..evaluation.leave_one_out import evaluate_recommender
 from ..metrics import sample_users
+from .conversation import LIST_HEADING
 from .grounding import ungrounded_claims, ungrounded_facts
 
 # Labelled messages: the first set was written with the mention rules, the second afterwards (as a check on them)
@@ -106,7 +107,7 @@ def mention_scores(pipe, paths: Sequence[str | Path] = MENTION_FILES) -> dict:
 
 def answer_words(content: str) -> str:
     """The words of a chat answer: its text before the list, without the lines that echo the request."""
-    return "\n\n".join(s for s in content.split("Recommended for you:")[0].split("\n\n")
+    return "\n\n".join(s for s in content.split(LIST_HEADING)[0].split("\n\n")
                        if not s.startswith(("You mentioned", "I couldn't find", "(Your message"))).strip()
 
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from ..data.titles import spoken_title
 from .narration import Narrator
 
+LIST_HEADING = "Recommended for you:"  # opens the numbered list of a reply (the benchmark reads answers by it)
 MAX_MESSAGE_CHARS = 2000  # a longer message is read from its end (the request is usually last)
 _SMALL_TALK = frozenset("hi hello hey hiya howdy yo sup hallo thanks thank you thx cheers bye goodbye good morning "
                         "afternoon evening night how are doing what's up there ok okay cool great nice".split())
@@ -144,7 +145,7 @@ class ChatAssistant:
         if words:
             parts.append(words)
         if items:
-            parts.append("Recommended for you:\n" + "\n".join(f"{n}. {item['title']}" for n, item in enumerate(items, 1)))
+            parts.append(LIST_HEADING + "\n" + "\n".join(f"{n}. {item['title']}" for n, item in enumerate(items, 1)))
         return {"role": "assistant", "content": "\n\n".join(parts), "items": items, "history": understood,
                 "unknown": unknown}
 
