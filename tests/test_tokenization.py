@@ -45,3 +45,22 @@ def test_new_embedding_rows_are_initialised_and_old_rows_kept(tiny_lm_dir, vocab
     assert torch.isfinite(rows).all() and rows.std(0).mean() > 0  # distinct, not one copied vector
     if strategy != "random":  # mean/titles stay on the scale of the pretrained rows
         assert rows.norm(dim=1).mean() < 3 * old.norm(dim=1).mean()
+
+
+def test_each_item_memory_token_starts_at_its_own_items_title(tiny_lm_dir, tiny_prepared):
+    """With ``titles``, an item's memory token begins as the mean of its title's word embeddings: the pretrained LM's
+    reading of that item, not a vector shared by every item."""
+    from transformers import AutoTokenizer
+
+    from sid4llm.ids import SemanticIdCodebook
+
+    codebook = SemanticIdCodebook.from_pretrained(tiny_prepared["codebook_dir"])
+    memory_vocab = IdVocabulary.extend(AutoTokenizer.from_pretrained(tiny_lm_dir), codebook, item_memory=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    words = model.get_input_embeddings().weight.detach().clone()
+    init_id_embeddings(model, memory_vocab, "titles")
+    rows = model.get_input_embeddings().weight.detach()
+    for item in (0, len(codebook) - 1):
+        title_ids = memory_vocab.tokenizer(codebook.titles[item], add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(rows[memory_vocab.memory_token_ids[item]], words[title_ids].mean(0))
+    assert not torch.equal(rows[memory_vocab.memory_token_ids[0]], rows[memory_vocab.memory_token_ids[-1]])

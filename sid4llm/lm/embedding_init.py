@@ -17,7 +17,8 @@ def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: st
 
     - ``mean``: the mean of the pretrained rows plus small noise (a neutral start that keeps logits sane);
     - ``titles``: each code token starts at the mean embedding of the title tokens of the items that use the
-      code (so a code begins life near what it stands for); markers and disambiguation tokens get ``mean``;
+      code (so a code begins life near what it stands for), each item memory token at its own item's title;
+      markers and disambiguation tokens get ``mean``;
     - ``random``: N(0, initializer_range), what a plain resize would do.
     """
     if strategy not in EMBEDDING_INIT_STRATEGIES:
@@ -38,7 +39,8 @@ def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: st
     if strategy == "titles" and vocab.codebook.titles:
         sums = torch.zeros(vocab.codebook.vocab_size, emb.shape[1])
         counts = torch.zeros(vocab.codebook.vocab_size)
-        for title, codes in zip(vocab.codebook.titles, vocab.codebook.codes):
+        memory = vocab.memory_token_ids
+        for item, (title, codes) in enumerate(zip(vocab.codebook.titles, vocab.codebook.codes)):
             ids = vocab.tokenizer(title, add_special_tokens=False)["input_ids"] if title else []
             if not ids:
                 continue
@@ -46,6 +48,8 @@ def init_id_embeddings(model: PreTrainedModel, vocab: IdVocabulary, strategy: st
             for c in set(codes):
                 sums[c] += title_vec
                 counts[c] += 1
+            if item < len(memory):  # an item's own memory token starts at its own title
+                emb[memory[item]] = title_vec.to(emb.dtype)
         used = counts > 0
         code_ids = torch.tensor(vocab.code_token_ids)
         emb[code_ids[used]] = (sums[used] / counts[used, None] + noise[3 : 3 + len(code_ids)][used]).to(emb.dtype)
