@@ -9,8 +9,15 @@ the ``1/n_items`` floor keeps items the count never saw in play). ``weight`` is 
 training (``sid4llm finetune --transition_prior``), 0 when the count does not help, so the model alone is never
 overruled on a dataset where it knows better.
 
+Optionally the prior also reads the whole history (``cooccurrence_weight`` > 0): EASE item-item weights
+(:mod:`sid4llm.decoding.cooccurrence`) score every item by what goes with all of a user's items, whatever the order,
+and the prior's log term becomes ``log p_transitions + cooccurrence_weight · log softmax(scores / temperature)`` (a
+third expert in the product). ``cooccurrence_weight`` is chosen on valid users with the weight, 0 when it does not
+help.
+
 Saved as ``transition_prior/`` beside the model: ``transition_prior.safetensors`` (successor indices and
-probabilities) and ``transition_prior_config.json`` (how it was counted and the chosen weight).
+probabilities, and the co-occurrence neighbours when used) and ``transition_prior_config.json`` (how it was counted
+and the chosen weights).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..artifacts import ArtifactError, read_json
+from .cooccurrence import cooccurrence_scores, ease_neighbours
 
 PRIOR_DIR = "transition_prior"
 WEIGHTS_FILE = "transition_prior.safetensors"
@@ -41,16 +49,30 @@ class TransitionPriorConfig:
     recent: int = 5  # a user's last items that vote
     recency_decay: float = 0.9  # the vote of the item n places from the end: decay**n
     weight: float = 0.0  # of log p_prior in the re-ranking score; 0: off
+    cooccurrence_weight: float = 0.0  # of the whole-history co-occurrence term inside log p_prior; 0: transitions only
+    cooccurrence_temperature: float = 0.1  # of the softmax over EASE scores
+    cooccurrence_l2: float | None = None  # EASE's penalty, when the neighbours were learnt
 
 
 class ItemTransitionPrior:
-    def __init__(self, successors: torch.Tensor, probabilities: torch.Tensor, config: TransitionPriorConfig):
+    def __init__(self, successors: torch.Tensor, probabilities: torch.Tensor, config: TransitionPriorConfig,
+                 neighbours: torch.Tensor | None = None, neighbour_weights: torch.Tensor | None = None):
         """``successors`` / ``probabilities``: [n_items, keep], each item's strongest successors (index, -1 for
-        none) and their share of what followed it."""
+        none) and their share of what followed it; ``neighbours`` / ``neighbour_weights``: [n_items, keep] EASE
+        neighbours (:func:`~sid4llm.decoding.cooccurrence.ease_neighbours`), or None."""
         if successors.shape != probabilities.shape or successors.shape[0] != config.n_items:
             raise ValueError(f"transition prior: successors {tuple(successors.shape)} and probabilities "
                              f"{tuple(probabilities.shape)} must both be [n_items={config.n_items}, keep]")
+        if (neighbours is None) != (neighbour_weights is None) or (neighbours is not None and (
+                neighbours.shape != neighbour_weights.shape or neighbours.shape[0] != config.n_items)):
+            raise ValueError("transition prior: neighbours and neighbour_weights must both be [n_items, keep] or both "
+                             "be absent")
+        if config.cooccurrence_weight and neighbours is None:
+            raise ValueError(f"transition prior: cooccurrence_weight {config.cooccurrence_weight} needs the "
+                             "co-occurrence neighbours (add_cooccurrence)")
         self.successors, self.probabilities, self.config = successors.long(), probabilities.float(), config
+        self.neighbours = None if neighbours is None else neighbours.long()
+        self.neighbour_weights = None if neighbour_weights is None else neighbour_weights.float()
 
     @classmethod
     def count(cls, sequences: Sequence[Sequence[int]], n_items: int, span: int = 3, keep: int = 100,
@@ -82,11 +104,41 @@ class ItemTransitionPrior:
         return cls(successors, probabilities,
                    TransitionPriorConfig(n_items, span, keep, recent, recency_decay))
 
+    def add_cooccurrence(self, sequences: Sequence[Sequence[int]], l2: float = 200.0, keep: int = 500) -> None:
+        """Learn the whole-history term's EASE neighbours from the same train histories (its weight stays 0 until
+        chosen)."""
+        self.neighbours, weights = ease_neighbours(sequences, self.config.n_items, l2, keep)
+        self.neighbour_weights = weights.half().float()  # as saved: the weights chosen on valid users are the served ones
+        self.config.cooccurrence_l2 = l2
+
     @property
     def weight(self) -> float:
         return self.config.weight
 
+    @property
+    def has_cooccurrence(self) -> bool:
+        return self.neighbours is not None
+
     def log_prior(self, histories: Sequence[Sequence[int]], n_items: int | None = None) -> torch.Tensor:
+        """[len(histories), n_items]: the prior's log term of every item for each history: the transitions' log(p +
+        1/n), plus ``cooccurrence_weight`` times the co-occurrence log-softmax when that weight is set."""
+        transitions = self.transition_log_prior(histories, n_items)
+        if not self.config.cooccurrence_weight:
+            return transitions
+        return transitions + self.config.cooccurrence_weight * self.cooccurrence_log_prior(
+            histories, transitions.shape[1], self.config.cooccurrence_temperature)
+
+    def cooccurrence_log_prior(self, histories: Sequence[Sequence[int]], n_items: int,
+                               temperature: float) -> torch.Tensor:
+        """[len(histories), n_items]: log softmax(EASE score / ``temperature``) over the items. Within one history
+        this is the score over the temperature less a constant, so only ``cooccurrence_weight / temperature``
+        orders a list: the weight is what is chosen, the temperature keeps the term on a log-probability's scale."""
+        if self.neighbours is None:
+            raise ValueError("transition prior: no co-occurrence neighbours (add_cooccurrence)")
+        scores = cooccurrence_scores(self.neighbours, self.neighbour_weights, histories, n_items) / temperature
+        return scores.log_softmax(1)
+
+    def transition_log_prior(self, histories: Sequence[Sequence[int]], n_items: int | None = None) -> torch.Tensor:
         """[len(histories), n_items]: log(p + 1/n) of each item following each history, p the decayed votes of the
         history's last ``recent`` items, normalised. Items past the counted ones (added later) get the floor."""
         n = max(n_items or self.config.n_items, self.config.n_items)
@@ -130,8 +182,11 @@ class ItemTransitionPrior:
     def save_pretrained(self, save_directory: str | Path) -> Path:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({"successors": self.successors.int().contiguous(), "probabilities": self.probabilities.contiguous()},
-                  str(out / WEIGHTS_FILE))
+        tensors = {"successors": self.successors.int().contiguous(), "probabilities": self.probabilities.contiguous()}
+        if self.neighbours is not None:
+            tensors.update(neighbours=self.neighbours.int().contiguous(),  # half precision: ranks as full does
+                           neighbour_weights=self.neighbour_weights.half().contiguous())
+        save_file(tensors, str(out / WEIGHTS_FILE))
         (out / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
         return out
 
@@ -147,6 +202,7 @@ class ItemTransitionPrior:
             raise ArtifactError(f"{path / WEIGHTS_FILE}: file missing (the counted successors of each item)")
         tensors = load_file(str(path / WEIGHTS_FILE))
         try:
-            return cls(tensors["successors"], tensors["probabilities"], config)
+            return cls(tensors["successors"], tensors["probabilities"], config, tensors.get("neighbours"),
+                       tensors.get("neighbour_weights"))
         except (KeyError, ValueError) as err:
             raise ArtifactError(f"{path / WEIGHTS_FILE}: {err}") from None

@@ -71,6 +71,14 @@ class SidTrainingConfig(TrainingArguments):
         "help": "The re-ranking weights tried (0, the model alone, always is)."})
     transition_prior_users: int = field(default=2000, metadata={
         "help": "Seeded valid users the weight is chosen on (all when fewer)."})
+    transition_prior_cooccurrence: list[float] = field(default_factory=lambda: [0.0], metadata={
+        "help": "Weights tried for the prior's whole-history term (EASE item co-occurrence, "
+                "sid4llm.decoding.cooccurrence), chosen on the same valid users with the prior's weight (0 always "
+                "is). [0]: transitions only, nothing learnt."})
+    cooccurrence_l2: float = field(default=200.0, metadata={
+        "help": "EASE's L2 penalty for the co-occurrence term."})
+    cooccurrence_keep: int = field(default=500, metadata={
+        "help": "Neighbours kept per item for the co-occurrence term (by magnitude; saved with the model)."})
 
     def __post_init__(self):
         half = "bf16" if self.bf16 else "fp16" if self.fp16 else None
@@ -82,6 +90,9 @@ class SidTrainingConfig(TrainingArguments):
             raise ValueError(f"item_memory_dropout must be in [0, 1], got {self.item_memory_dropout}")
         if not 0.0 <= self.stream_item_dropout < 1.0:
             raise ValueError(f"stream_item_dropout must be in [0, 1), got {self.stream_item_dropout}")
+        if any(w < 0 for w in self.transition_prior_cooccurrence) or self.cooccurrence_l2 <= 0 or self.cooccurrence_keep < 1:
+            raise ValueError("transition_prior_cooccurrence must be >= 0, cooccurrence_l2 > 0 and cooccurrence_keep >= 1, "
+                             f"got {self.transition_prior_cooccurrence}, {self.cooccurrence_l2} and {self.cooccurrence_keep}")
         if self.max_train_minutes < 0:
             raise ValueError(f"max_train_minutes must be >= 0, got {self.max_train_minutes}")
 

@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..allocator import keep_freed_memory
 from ..data import PreparedData
 from ..decoding.columns import IdDecoder
+from ..decoding.cooccurrence import MAX_ITEMS as COOCCURRENCE_MAX_ITEMS
 from ..decoding.transition_prior import ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..lm.embedding_init import init_id_embeddings
@@ -291,10 +292,19 @@ def transition_prior_for(recommender: SidRecommender, data: PreparedData,
                          training_args: SidTrainingConfig) -> tuple[ItemTransitionPrior, dict]:
     """The train histories' item transitions, their re-ranking weight chosen on seeded valid users with the kept
     model as the recommender (in eval mode) decodes."""
-    prior = ItemTransitionPrior.count(data.train_histories(), len(recommender.codebook))
+    train = data.train_histories()
+    prior = ItemTransitionPrior.count(train, len(recommender.codebook))
+    cooccurrence = [w for w in training_args.transition_prior_cooccurrence if w > 0]
+    if cooccurrence and len(recommender.codebook) > COOCCURRENCE_MAX_ITEMS:
+        logger.warning("transition prior: %d items is more than the co-occurrence term is sized for (%d): "
+                       "transitions only", len(recommender.codebook), COOCCURRENCE_MAX_ITEMS)
+        cooccurrence = []
+    if cooccurrence:
+        prior.add_cooccurrence(train, l2=training_args.cooccurrence_l2, keep=training_args.cooccurrence_keep)
     histories, targets = valid_users(data, training_args.transition_prior_users, training_args.seed)
     recommender.model.eval()
-    summary = fit_transition_prior_weight(recommender, prior, histories, targets, training_args.transition_prior_weights)
+    summary = fit_transition_prior_weight(recommender, prior, histories, targets, training_args.transition_prior_weights,
+                                          cooccurrence_weights=cooccurrence)
     return prior, summary
 
 

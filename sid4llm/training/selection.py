@@ -319,26 +319,48 @@ def refit_schedule(lr_scheduler, steps: int) -> bool:
 
 
 def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], targets: list[int],
-                                weights: list[float], k: int = 10, batch_size: int = 32) -> dict:
+                                weights: list[float], k: int = 10, batch_size: int = 32,
+                                cooccurrence_weights: list[float] | None = None) -> dict:
     """Set ``prior.config.weight`` to the weight of ``weights`` whose re-ranking of the kept model's beam gives the
     best recall@``k`` on ``histories`` → ``targets`` (valid users), ties going to the better ndcg@``k`` — recall
     moves in steps of one user, so equal recalls are common on a few hundred — and then to the smaller weight; 0
-    is always a candidate, so the prior is used only where it helps. The beam is decoded once and every weight
-    re-ranks the same candidates. Returns what was measured."""
+    is always a candidate, so the prior is used only where it helps. With ``cooccurrence_weights`` (and a prior that
+    has its co-occurrence neighbours), ``prior.config.cooccurrence_weight`` is chosen on the same grid, 0 always a
+    candidate. The beam is decoded once and every pair of weights re-ranks the same candidates. Returns what was
+    measured."""
     start = clock()
     beams = max(recommender.generation_config.num_beams or k, k)
     found = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=batch_size, prior_weight=0.0)
     ranked = [[(r["index"], r["score"]) for r in lists] for lists in found]
-    log_priors = [prior.candidate_log_prior(r, h) for r, h in zip(ranked, histories)]  # the same for every weight
+    n = max([prior.config.n_items] + [i + 1 for r in ranked for i, _ in r])
+    transitions = prior.transition_log_prior(histories, n)  # the same for every weight
+    ratios = sorted({0.0, *map(float, cooccurrence_weights or [])}) if prior.has_cooccurrence else [0.0]
+    cooccurrence = prior.cooccurrence_log_prior(histories, n, prior.config.cooccurrence_temperature) \
+        if len(ratios) > 1 else torch.zeros_like(transitions)
     recall, ndcg = {}, {}
-    for weight in sorted({0.0, *map(float, weights)}):
-        ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(ranked, log_priors)]
-        measured = ranking_metrics(ranks, targets, max(len(ranks), 1), ks=(k,))  # (coverage not read)
-        recall[weight], ndcg[weight] = round(measured[f"recall@{k}"], 4), round(measured[f"ndcg@{k}"], 4)
-    prior.config.weight = max(recall, key=lambda w: (recall[w], ndcg[w], -w))
-    logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept", k, k,
-                   ", ".join(f"{w:g}: {recall[w]:.4f} ({ndcg[w]:.4f})" for w in recall), len(targets),
-                   prior.config.weight)
-    return {"weight": prior.config.weight, f"valid_recall@{k}_by_weight": {f"{w:g}": r for w, r in recall.items()},
-            f"valid_ndcg@{k}_by_weight": {f"{w:g}": r for w, r in ndcg.items()},
-            "users": len(targets), "candidates": beams, "seconds": round(clock() - start, 1)}
+    for ratio in ratios:
+        terms = transitions + ratio * cooccurrence
+        log_priors = [[float(terms[u, i]) for i, _ in r] for u, r in enumerate(ranked)]
+        for weight in sorted({0.0, *map(float, weights)}):
+            if not weight and ratio:  # the model alone: measured once, at ratio 0
+                continue
+            ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(ranked, log_priors)]
+            measured = ranking_metrics(ranks, targets, max(len(ranks), 1), ks=(k,))  # (coverage not read)
+            recall[weight, ratio] = round(measured[f"recall@{k}"], 4)
+            ndcg[weight, ratio] = round(measured[f"ndcg@{k}"], 4)
+    chosen = max(recall, key=lambda wr: (recall[wr], ndcg[wr], -wr[0], -wr[1]))
+    prior.config.weight, prior.config.cooccurrence_weight = chosen if chosen[0] else (0.0, 0.0)
+    ratio = prior.config.cooccurrence_weight
+    by_weight = {w: recall[w, r] for w, r in recall if r == ratio or not w}
+    logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept%s", k, k,
+                   ", ".join(f"{w:g}: {recall[w, r]:.4f} ({ndcg[w, r]:.4f})" for w, r in recall if r == ratio or not w),
+                   len(targets), prior.config.weight,
+                   f", co-occurrence weight {ratio:g} (of {', '.join(f'{r:g}' for r in ratios)})" if len(ratios) > 1 else "")
+    summary = {"weight": prior.config.weight, f"valid_recall@{k}_by_weight": {f"{w:g}": r for w, r in by_weight.items()},
+               f"valid_ndcg@{k}_by_weight": {f"{w:g}": ndcg[w, r] for w, r in recall if r == ratio or not w},
+               "users": len(targets), "candidates": beams, "seconds": round(clock() - start, 1)}
+    if len(ratios) > 1:
+        best = {r: max(recall[w, r2] for w, r2 in recall if r2 == r or not w) for r in ratios}
+        summary.update(cooccurrence_weight=ratio, cooccurrence_temperature=prior.config.cooccurrence_temperature,
+                       **{f"valid_recall@{k}_by_cooccurrence_weight": {f"{r:g}": v for r, v in best.items()}})
+    return summary
