@@ -198,3 +198,22 @@ def test_bench_finetune_profiles_the_last_steps_and_times_the_others(tmp_path, t
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["profile_top_ops"] == ops
     with pytest.raises(SystemExit, match="leaves no timed steps"):
         script.main(*args, script.BenchArguments(warmup_steps_excluded=1, profile_steps=5))
+
+
+def test_refit_prior_writes_a_copy_with_the_co_occurrence_term_and_leaves_the_model_as_it_was(tmp_path, trained_dir,
+                                                                                             tiny_prepared):
+    """``scripts/refit_prior.py``: a decoding change measured on a trained model without training it again."""
+    from sid4llm.lm.recommender import SidRecommender
+
+    before = sorted(p.name for p in Path(trained_dir).iterdir())
+    summary = _script("refit_prior").main(["--model", trained_dir, "--data_dir", tiny_prepared["data_dir"],
+                                           "--output_dir", str(tmp_path / "refit"), "--transition_prior_users", "8",
+                                           "--transition_prior_weights", "0.5", "2.0",
+                                           "--transition_prior_cooccurrence", "0.5", "1.0"])
+    assert sorted(p.name for p in Path(trained_dir).iterdir()) == before
+    refit = SidRecommender.from_pretrained(tmp_path / "refit")
+    assert refit.transition_prior.has_cooccurrence and refit.results["transition_prior"] == summary
+    assert refit.transition_prior.weight == summary["weight"]
+    assert refit.transition_prior.config.cooccurrence_weight == summary["cooccurrence_weight"]
+    assert set(summary["valid_recall@10_by_cooccurrence_weight"]) == {"0", "0.5", "1"}
+    assert len(refit.recommend([[0, 1]], k=3)[0]) == 3
