@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sid4llm.cli import parse_config_and_args
 from sid4llm.data import PreparedData
+from sid4llm.decoding.transition_prior import PRIOR_DIR
 from sid4llm.lm.recommender import SidRecommender
 from sid4llm.training.config import SidTrainingConfig
 from sid4llm.training.finetuning import transition_prior_for
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     recommender.transition_prior, recommender.results["transition_prior"] = prior, summary
     recommender.config.decoding.transition_prior_weight = prior.weight
     recommender.save_description(out)
-    prior.save_pretrained(out / "transition_prior")
+    prior.save_pretrained(out / PRIOR_DIR)
     print(json.dumps(summary, indent=2))
     return summary
 

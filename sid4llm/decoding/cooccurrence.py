@@ -49,13 +49,21 @@ def ease_neighbours(sequences: Sequence[Sequence[int]], n_items: int, l2: float 
     return torch.from_numpy(top.astype(np.int64)), torch.from_numpy(values.astype(np.float32))
 
 
+def sparse_row_sums(indices: torch.Tensor, values: torch.Tensor, picks: Sequence[Sequence[tuple[int, float]]],
+                    n_items: int) -> torch.Tensor:
+    """[len(picks), n_items]: for each history, the sum of ``coefficient · values[item]`` scattered at
+    ``indices[item]`` over its (item, coefficient) picks — a sparse [n, keep] table's rows added up (-1: no entry)."""
+    sums = torch.zeros((len(picks), n_items + 1))  # column n_items: where the "no entry" slots (-1) land
+    for row, items in enumerate(picks):
+        for item, coefficient in items:
+            cols = indices[item].masked_fill(indices[item] < 0, n_items)
+            sums[row].index_add_(0, cols, values[item] * coefficient)
+    return sums[:, :n_items]
+
+
 def cooccurrence_scores(neighbours: torch.Tensor, weights: torch.Tensor, histories: Sequence[Sequence[int]],
                         n_items: int) -> torch.Tensor:
     """[len(histories), n_items] EASE scores: each history's items' neighbour weights summed (each item once)."""
     known = neighbours.shape[0]
-    scores = torch.zeros((len(histories), n_items + 1))  # column n_items: where the "no neighbour" slots land
-    for row, history in enumerate(histories):
-        for item in {i for i in history if 0 <= i < known}:
-            cols = neighbours[item].masked_fill(neighbours[item] < 0, n_items)
-            scores[row].index_add_(0, cols, weights[item])
-    return scores[:, :n_items]
+    return sparse_row_sums(neighbours, weights, [[(i, 1.0) for i in sorted({i for i in h if 0 <= i < known})]
+                                                 for h in histories], n_items)

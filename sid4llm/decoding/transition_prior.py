@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..artifacts import ArtifactError, read_json
-from .cooccurrence import cooccurrence_scores, ease_neighbours
+from .cooccurrence import cooccurrence_scores, ease_neighbours, sparse_row_sums
 
 PRIOR_DIR = "transition_prior"
 WEIGHTS_FILE = "transition_prior.safetensors"
@@ -142,13 +142,9 @@ class ItemTransitionPrior:
         """[len(histories), n_items]: log(p + 1/n) of each item following each history, p the decayed votes of the
         history's last ``recent`` items, normalised. Items past the counted ones (added later) get the floor."""
         n = max(n_items or self.config.n_items, self.config.n_items)
-        votes = torch.zeros((len(histories), n + 1))  # column n: where the "no successor" slots (-1) land
-        for row, history in enumerate(histories):
-            last = [i for i in list(history)[-self.config.recent:] if 0 <= i < self.config.n_items]
-            for age, item in enumerate(reversed(last)):
-                cols = self.successors[item].masked_fill(self.successors[item] < 0, n)
-                votes[row].index_add_(0, cols, self.probabilities[item] * self.config.recency_decay ** age)
-        votes = votes[:, :n]
+        picks = [[(item, self.config.recency_decay ** age) for age, item in enumerate(reversed(
+            [i for i in list(history)[-self.config.recent:] if 0 <= i < self.config.n_items]))] for history in histories]
+        votes = sparse_row_sums(self.successors, self.probabilities, picks, n)
         p = votes / votes.sum(1, keepdim=True).clamp(min=1e-12)
         return torch.log(p + 1.0 / n)
 
