@@ -31,6 +31,11 @@ class SidTrainingConfig(TrainingArguments):
                 "and spends nothing on tokens no valid ID can take there. It is then never taught to avoid those tokens: "
                 "decode it with the trie, as every sid4llm path does (unconstrained, it writes invalid IDs). False: "
                 "over all ID tokens."})
+    last_layer_at_targets: bool = field(default=True, metadata={
+        "help": "Compute the last decoder layer only at the positions the loss reads (the other positions give it "
+                "keys and values only): the same loss and gradients with less arithmetic — most of a step when one "
+                "layer is kept (sid4llm.training.scored_positions). Llama, Mistral and Qwen2 layers on packed rows; "
+                "other models run as before. False: every position, as a plain forward."})
     # ---- augmentation (training only; evaluation reads examples as they are)
     item_memory_dropout: float = field(default=0.0, metadata={
         "help": "With item_memory_tokens: the share of history items read with the plain end marker instead, drawn "

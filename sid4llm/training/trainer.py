@@ -5,12 +5,14 @@ the trie's continuations), the rest of the vocabulary only for words.
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 
 import torch
 from transformers import Trainer
 
 from ..decoding.columns import id_head_rows
 from ..lm.tasks import IGNORE_INDEX
+from .scored_positions import last_layer_at_scored_positions
 
 
 class IdLossTrainer(Trainer):
@@ -23,7 +25,9 @@ class IdLossTrainer(Trainer):
     The model's forward is called as usual (so DDP/FSDP/DeepSpeed wrapping is untouched) with
     ``logits_to_keep=1``: on SmolLM2's 49k-token vocabulary the full-vocabulary logits of every position would
     be most of the activation memory. Rows are packed (``position_ids`` restart
-    at each segment, no attention mask): transformers then masks attention block-diagonally."""
+    at each segment, no attention mask): transformers then masks attention block-diagonally. With
+    ``last_layer_at_targets`` the last decoder layer is computed only at the positions the loss reads
+    (:mod:`sid4llm.training.scored_positions`; the same loss, less arithmetic)."""
 
     def __init__(self, *args, id_decoder, id_softmax: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -72,16 +76,21 @@ class IdLossTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
         targets = labels[:, 1:]
         scored = targets != IGNORE_INDEX
+        unwrapped = self.accelerator.unwrap_model(model)
+        selective = (getattr(self.args, "last_layer_at_targets", False) and "position_ids" in inputs
+                     and "attention_mask" not in inputs)
+        # The positions whose hidden state the loss reads, and the last one (the logits the forward returns).
+        read = torch.nn.functional.pad(scored, (0, 1), value=True)
+        with last_layer_at_scored_positions(unwrapped, read) if selective else nullcontext():
+            outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
         hidden, targets = outputs.hidden_states[-1][:, :-1][scored], targets[scored]
         decoder = self.id_decoder
         if decoder.column_token_ids.device != hidden.device:
             self.id_decoder = decoder = decoder.to(hidden.device)
         columns = decoder.token_to_column(targets)
         is_id = (columns >= 0) & self.id_softmax
-        unwrapped = self.accelerator.unwrap_model(model)
         id_logits = hidden[is_id] @ id_head_rows(unwrapped, decoder.column_token_ids).T
         smoothing = self.args.label_smoothing_factor
         allowed = None
