@@ -3,10 +3,15 @@ full forward, on packed rows, for the decoder layers it knows; any other model r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from sid4llm.lm.models import ModelArguments
+from sid4llm.lm.tasks import TaskArguments
+from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune, scored_positions
 from sid4llm.training.scored_positions import last_layer_at_scored_positions
 
 SMALL = {"vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
@@ -96,11 +101,6 @@ def test_a_finetune_learns_the_same_with_the_last_layer_at_the_scored_positions_
                                                                                     monkeypatch):
     """The quickstart's shape (the first layer of a Llama, trained in an adapter, ID streams and words): the losses
     of every step and the trained weights are those of the full forward."""
-    from sid4llm.lm.models import ModelArguments
-    from sid4llm.lm.tasks import TaskArguments
-    from sid4llm.training import SidDataArguments, SidTrainingConfig, run_finetune
-    from sid4llm.training import scored_positions
-
     selective_calls = []
     layer_at = scored_positions.layer_at
     monkeypatch.setattr(scored_positions, "layer_at", lambda *a: selective_calls.append(1) or layer_at(*a))
@@ -125,6 +125,4 @@ def test_a_finetune_learns_the_same_with_the_last_layer_at_the_scored_positions_
 
 
 def _log(output_dir) -> list[dict]:
-    import json
-
     return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
