@@ -34,6 +34,8 @@ class RefitPriorArguments:
         "help": "Co-occurrence weights tried ([0]: transitions only)."})
     transition_prior_weights: list[float] | None = field(default=None, metadata={
         "help": "Prior weights tried (default: those the model's own weight was chosen from)."})
+    transition_prior_candidates: int = field(default=20, metadata={
+        "help": "The prior's own best items scored beside the beam's (0: the beam's only)."})
     transition_prior_users: int = field(default=1000, metadata={"help": "Seeded valid users the weights are chosen on."})
     cooccurrence_l2: float = field(default=200.0)
     cooccurrence_keep: int = field(default=500)
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  transition_prior_users=args.transition_prior_users,
                                  transition_prior_weights=weights,
                                  transition_prior_cooccurrence=args.transition_prior_cooccurrence,
+                                 transition_prior_candidates=args.transition_prior_candidates,
                                  cooccurrence_l2=args.cooccurrence_l2, cooccurrence_keep=args.cooccurrence_keep)
     prior, summary = transition_prior_for(recommender, PreparedData.load(args.data_dir), training)
     recommender.transition_prior, recommender.results["transition_prior"] = prior, summary

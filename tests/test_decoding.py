@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sid4llm.decoding import TrieLogitsProcessor, id_head_rows
+from sid4llm.decoding import TrieLogitsProcessor, id_head_rows, recommend_top_k
 from sid4llm.decoding.trie import IdTrie
 from sid4llm.ids import DVAEConfig, SemanticIdCodebook
 from sid4llm.lm.embedding_init import init_id_embeddings
@@ -107,6 +109,53 @@ def test_wide_beams_give_the_exact_top_k_of_the_unseen_items(tiny_lm_dir):
     fast = rec.recommend([history], k=5, num_beams=len(codebook) + 10)[0]
     assert [r["index"] for r in fast] == [i for i, _ in exact]
     np.testing.assert_allclose([r["score"] for r in fast], [s for _, s in exact], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("trie_softmax", [False, True])
+def test_any_item_is_scored_as_the_beam_would_score_it(tiny_lm_dir, trie_softmax):
+    """Items the beam did not finish (a prior's guesses) get the model's exact log-probability, whatever the
+    prompt's length (left padding) and the order they are asked in."""
+    codebook = random_codebook(n_items=20, vocab_size=4, max_length=3, seed=7)
+    rec = recommender_for(tiny_lm_dir, codebook, seed=3, trie_softmax=trie_softmax)
+    histories = [[2, 5, 9, 11, 0], [1]]
+    exact = [{r["index"]: r["score"] for r in ranked}
+             for ranked in rec.recommend(histories, k=len(codebook) - 5, num_beams=len(codebook) + 10)]
+    asked = [sorted(e, key=lambda i: (i * 7) % 20) for e in exact]
+    for scores, items, want in zip(rec.item_log_probs(histories, asked), asked, exact):
+        np.testing.assert_allclose(scores, [want[i] for i in items], rtol=1e-4, atol=1e-4)
+
+
+def test_candidates_join_a_narrow_beam_with_their_exact_scores_and_excluded_ones_stay_out(tiny_lm_dir):
+    codebook = random_codebook(n_items=20, vocab_size=4, max_length=3, seed=7)
+    rec = recommender_for(tiny_lm_dir, codebook, seed=3)
+    history = [2, 5, 9]
+    exact = {r["index"]: r["score"] for r in rec.recommend([history], k=17, num_beams=30)[0]}
+    worst = sorted(exact, key=exact.get)[:3]  # three items a beam of 2 never finishes
+    narrow = dict(k=2, num_beams=2, pad_token_id=rec.tokenizer.pad_token_id, exclude=[set(history)])
+    prompt = rec.history_prompt_ids(history)
+    beam = recommend_top_k(rec.id_model, rec.decoder, [prompt], **narrow)[0]
+    found = recommend_top_k(rec.id_model, rec.decoder, [prompt], **narrow, candidates=[[*worst, history[0]]])[0]
+    assert found[:2] == beam  # the beam's own two first
+    assert {i for i, _ in found[2:]} == set(worst)  # the candidates after them, the seen item left out
+    for item, score in found:
+        assert score == pytest.approx(exact[item], abs=1e-4)
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+
+def test_a_priors_own_candidates_reach_the_list_where_a_narrow_beam_never_goes(tiny_lm_dir):
+    from sid4llm.decoding.transition_prior import ItemTransitionPrior
+
+    rec = recommender_for(tiny_lm_dir, random_codebook(n_items=20, vocab_size=4, max_length=3, seed=7), seed=3)
+    history = [2, 5]
+    follower = [r["index"] for r in rec.recommend([history], k=18, num_beams=30, prior_weight=0.0)[0]][-1]
+    rec.transition_prior = ItemTransitionPrior.count([[5, follower]] * 3, n_items=20, span=1)  # always after item 5
+    rec.transition_prior.config.weight = 50.0
+    assert rec.recommend([history], k=1, num_beams=2)[0][0]["index"] != follower  # the beam never finishes it
+    rec.transition_prior.config.candidates = 1
+    top = rec.recommend([history], k=1, num_beams=2)[0][0]
+    assert top["index"] == follower
+    assert top["score"] == pytest.approx(rec.item_log_probs([history], [[follower]])[0][0]
+                                         + 50.0 * math.log(1.0 + 1 / 20), abs=1e-3)
 
 
 @pytest.mark.parametrize("trie_softmax", [False, True])

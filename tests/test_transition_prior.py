@@ -69,11 +69,22 @@ def test_saves_and_loads_as_safetensors(tmp_path):
         ItemTransitionPrior.from_pretrained(tmp_path / PRIOR_DIR)
 
 
-class _FixedBeam:
-    """A recommender whose beam is given: each history's candidates in the model's order."""
+def test_the_priors_own_best_items_leave_out_the_seen_and_need_a_history():
+    prior = ItemTransitionPrior.count(SEQUENCES, n_items=5, span=1)
+    assert prior.top_items([[0], [0], [1], []], 2, exclude=[[], [1], [1, 3], []]) == [[1, 2], [2, 0], [0, 2], []]
 
-    def __init__(self, beams: list[list[int]]):
+
+class _FixedBeam:
+    """A recommender whose beam is given: each history's candidates in the model's order (scores -0.1 a rank), and
+    ``scores`` for the items it would score when asked (any other: -5)."""
+
+    def __init__(self, beams: list[list[int]], scores: dict[int, float] | None = None):
         self.beams, self.generation_config = beams, SimpleNamespace(num_beams=4)
+        self.scores, self.asked = scores or {}, []
+
+    def item_log_probs(self, histories, items):
+        self.asked.append([list(x) for x in items])
+        return [[self.scores.get(i, -5.0) for i in row] for row in items]
 
     def recommend(self, histories, k, num_beams, batch_size, prior_weight):
         assert prior_weight == 0.0  # the candidates are the model's own
@@ -102,3 +113,15 @@ def test_equal_recalls_go_to_the_weight_that_ranks_the_target_higher():
     assert set(summary["valid_recall@2_by_weight"].values()) == {0.0, 1.0}
     assert summary["valid_ndcg@2_by_weight"]["0.3"] < summary["valid_ndcg@2_by_weight"]["1"] == 1.0
     assert prior.weight == 1.0
+
+
+def test_the_priors_own_candidates_reach_a_target_the_beam_missed_and_are_kept_with_the_weight():
+    prior = ItemTransitionPrior.count(SEQUENCES, n_items=5, span=1)
+    beam = _FixedBeam([[2, 4]], scores={1: -1.0})  # the target, 1, is not in the beam; the model rates it -1.0
+    summary = fit_transition_prior_weight(beam, prior, [[0]], [1], [1.0, 5.0], k=1)
+    assert prior.weight == 0.0 and prior.config.candidates == 0 and beam.asked == []  # re-ranking the beam cannot help
+    summary = fit_transition_prior_weight(beam, prior, [[0]], [1], [1.0, 5.0], k=1, candidates=1)
+    assert beam.asked == [[[1]]]  # the prior's best unseen item after [0], not already in the beam
+    # weight 1: -1.0 + log(2/3 + 1/5) < 0 + log(1/3 + 1/5) for item 2; weight 5 puts the target first
+    assert summary["valid_recall@1_by_weight"] == {"0": 0.0, "1": 0.0, "5": 1.0}
+    assert prior.weight == 5.0 and prior.config.candidates == summary["prior_candidates"] == 1

@@ -40,6 +40,9 @@ class EvaluateArguments:
     transition_prior_weight: float | None = field(default=None, metadata={
         "help": "Weight of the saved transition prior in re-ranking (default: the one chosen at training; 0: the "
                 "model alone)."})
+    transition_prior_candidates: int | None = field(default=None, metadata={
+        "help": "The prior's own best items scored beside the beam's before re-ranking (default: the number chosen "
+                "at training; 0: the beam's only)."})
 
 
 def main(args: EvaluateArguments) -> None:
@@ -47,6 +50,8 @@ def main(args: EvaluateArguments) -> None:
 
     accelerator = Accelerator()
     recommender = SidRecommender.from_pretrained(args.model, device=accelerator.device)
+    if args.transition_prior_candidates is not None and recommender.transition_prior is not None:
+        recommender.transition_prior.config.candidates = args.transition_prior_candidates
     data = PreparedData.load(args.data_dir)
     ks = list(args.k)
     result = evaluate_recommender(recommender, data, args.split, ks, args.num_beams, args.batch_size,

@@ -23,7 +23,7 @@ and the chosen weights).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +52,7 @@ class TransitionPriorConfig:
     cooccurrence_weight: float = 0.0  # of the whole-history co-occurrence term inside log p_prior; 0: transitions only
     cooccurrence_temperature: float = 0.1  # of the softmax over EASE scores
     cooccurrence_l2: float | None = None  # EASE's penalty, when the neighbours were learnt
+    candidates: int = 0  # the prior's own best items scored by the model beside the beam's before re-ranking; 0: none
 
 
 class ItemTransitionPrior:
@@ -147,6 +148,23 @@ class ItemTransitionPrior:
         votes = sparse_row_sums(self.successors, self.probabilities, picks, n)
         p = votes / votes.sum(1, keepdim=True).clamp(min=1e-12)
         return torch.log(p + 1.0 / n)
+
+    def top_items(self, histories: Sequence[Sequence[int]], m: int, n_items: int | None = None,
+                  exclude: Sequence[Collection[int]] | None = None,
+                  log_prior: torch.Tensor | None = None) -> list[list[int]]:
+        """The ``m`` items the prior rates highest after each history (best first, ties to the lower index), leaving
+        out ``exclude``'s (one collection per history); none for an empty history, where the prior knows nothing of
+        the user. Candidates the beam may have missed: the prior alone ranks about as well as the model does, on
+        other items. ``log_prior``: the [len(histories), n] terms to rank by (default :meth:`log_prior`'s)."""
+        if m <= 0 or not histories:
+            return [[] for _ in histories]
+        prior = (self.log_prior(histories, n_items) if log_prior is None else log_prior).clone()
+        for user, items in enumerate(exclude or []):
+            prior[user, [i for i in items if 0 <= i < prior.shape[1]]] = float("-inf")
+        values, order = prior.sort(dim=1, descending=True, stable=True)
+        values, order = values[:, :m].tolist(), order[:, :m].tolist()
+        return [[i for i, v in zip(row, vals) if v > float("-inf")] if len(history) else []
+                for row, vals, history in zip(order, values, histories)]
 
     def candidate_log_prior(self, ranked: list[tuple[int, float]], history: Sequence[int]) -> list[float]:
         """log(p_prior + 1/n) at each item of ``ranked`` ((index, log p_model), from the beam): what re-ranking

@@ -167,8 +167,10 @@ class SidRecommender:
         ``style="request"``.
 
         With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
-        alone), the search finishes ``num_beams`` items and the ``k`` best by log p_model + weight · log p_prior
-        are returned, ``score`` being that sum; in every style (a request's history: the items it names)."""
+        alone), the search finishes ``num_beams`` items, the prior's own ``candidates`` best items join them (each
+        scored by the model exactly, found by the beam or not), and the ``k`` best by log p_model + weight ·
+        log p_prior are returned, ``score`` being that sum; in every style (a request's history: the items it
+        names)."""
         from tqdm.auto import tqdm
 
         from ..decoding.top_k import recommend_top_k
@@ -187,10 +189,14 @@ class SidRecommender:
         n_items = len(self.codebook)
         weight = self.transition_prior_weight(prior_weight)
         pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
+        extra = self.transition_prior.config.candidates if weight else 0  # and the prior's own best, scored
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
+            candidates = self.transition_prior.top_items([indexed[u] for u in users], extra, n_items,
+                                                         [banned[u] for u in users]) if extra else None
             found = recommend_top_k(self.id_model, self.decoder, [prompts[u] for u in users], pool, width,
-                                    self.tokenizer.pad_token_id, exclude=[banned[u] for u in users])
+                                    self.tokenizer.pad_token_id, exclude=[banned[u] for u in users],
+                                    candidates=candidates)
             if weight:
                 found = [self.transition_prior.rerank(ranked, indexed[u], k, weight)
                          for u, ranked in zip(users, found)]
@@ -218,6 +224,21 @@ class SidRecommender:
                                          "title": self.codebook.titles[i] if self.codebook.titles else None,
                                          "index": i, "score": s} for i, s in ranked]
         return ranked_by_user
+
+    @torch.no_grad()
+    def item_log_probs(self, histories, items: list[list[int]], batch_size: int = 16,
+                       style: str = "ids") -> list[list[float]]:
+        """The model's summed log-probability of each of ``items[i]`` (codebook indices) following
+        ``histories[i]``: the score the beam gives an item, for items it may not have found."""
+        from ..decoding.top_k import item_log_probs
+
+        self.model.eval()
+        prompts = [self.history_prompt_ids([self._index(i) for i in h], style) for h in histories]
+        scores: list[list[float]] = []
+        for start in range(0, len(prompts), batch_size):
+            scores += item_log_probs(self.id_model, self.decoder, prompts[start:start + batch_size],
+                                     [list(x) for x in items[start:start + batch_size]], self.tokenizer.pad_token_id)
+        return scores
 
     @property
     def cold_items(self) -> range:

@@ -80,6 +80,10 @@ class SidTrainingConfig(TrainingArguments):
         "help": "Weights tried for the prior's whole-history term (EASE item co-occurrence, "
                 "sid4llm.decoding.cooccurrence), chosen on the same valid users with the prior's weight (0 always "
                 "is). [0]: transitions only, nothing learnt."})
+    transition_prior_candidates: int = field(default=20, metadata={
+        "help": "The prior's own best items per user, scored by the model and re-ranked with the beam's: the beam "
+                "finds what the model rates highest, the prior other good items (alone it ranks about as well). "
+                "0: the beam's items only."})
     cooccurrence_l2: float = field(default=200.0, metadata={
         "help": "EASE's L2 penalty for the co-occurrence term."})
     cooccurrence_keep: int = field(default=500, metadata={
@@ -95,6 +99,8 @@ class SidTrainingConfig(TrainingArguments):
             raise ValueError(f"item_memory_dropout must be in [0, 1], got {self.item_memory_dropout}")
         if not 0.0 <= self.stream_item_dropout < 1.0:
             raise ValueError(f"stream_item_dropout must be in [0, 1), got {self.stream_item_dropout}")
+        if self.transition_prior_candidates < 0:
+            raise ValueError(f"transition_prior_candidates must be >= 0, got {self.transition_prior_candidates}")
         if any(w < 0 for w in self.transition_prior_cooccurrence) or self.cooccurrence_l2 <= 0 or self.cooccurrence_keep < 1:
             raise ValueError("transition_prior_cooccurrence must be >= 0, cooccurrence_l2 > 0 and cooccurrence_keep >= 1, "
                              f"got {self.transition_prior_cooccurrence}, {self.cooccurrence_l2} and {self.cooccurrence_keep}")

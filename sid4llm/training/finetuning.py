@@ -304,7 +304,8 @@ def transition_prior_for(recommender: SidRecommender, data: PreparedData,
     histories, targets = valid_users(data, training_args.transition_prior_users, training_args.seed)
     recommender.model.eval()
     summary = fit_transition_prior_weight(recommender, prior, histories, targets, training_args.transition_prior_weights,
-                                          cooccurrence_weights=cooccurrence)
+                                          cooccurrence_weights=cooccurrence,
+                                          candidates=training_args.transition_prior_candidates)
     return prior, summary
 
 

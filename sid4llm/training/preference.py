@@ -269,7 +269,8 @@ def run_align(pref_args: PreferenceArguments, training_args: SidPreferenceConfig
         recommender.results["transition_prior"] = fit_transition_prior_weight(
             SidRecommender(model, vocab, source.generation_config, as_trained, transition_prior=source.transition_prior),
             recommender.transition_prior, vh, vt, prior_weight_candidates(source, training_args),
-            cooccurrence_weights=[recommender.transition_prior.config.cooccurrence_weight])
+            cooccurrence_weights=[recommender.transition_prior.config.cooccurrence_weight],
+            candidates=source.transition_prior.config.candidates)
         recommender.config.decoding.transition_prior_weight = recommender.transition_prior.weight
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():

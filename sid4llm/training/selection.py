@@ -320,13 +320,15 @@ def refit_schedule(lr_scheduler, steps: int) -> bool:
 
 def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], targets: list[int],
                                 weights: list[float], k: int = 10, batch_size: int = 32,
-                                cooccurrence_weights: list[float] | None = None) -> dict:
+                                cooccurrence_weights: list[float] | None = None, candidates: int = 0) -> dict:
     """Set ``prior.config.weight`` to the weight of ``weights`` whose re-ranking of the kept model's beam gives the
     best recall@``k`` on ``histories`` → ``targets`` (valid users), ties going to the better ndcg@``k`` — recall
     moves in steps of one user, so equal recalls are common on a few hundred — and then to the smaller weight; 0
     is always a candidate, so the prior is used only where it helps. With ``cooccurrence_weights`` (and a prior that
     has its co-occurrence neighbours), ``prior.config.cooccurrence_weight`` is chosen on the same grid, 0 always a
-    candidate. The beam is decoded once and every pair of weights re-ranks the same candidates. Returns what was
+    candidate. The beam is decoded once and every pair of weights re-ranks the same candidates. With
+    ``candidates`` > 0, each user's ``candidates`` best items by the prior (as each co-occurrence weight makes it)
+    join the beam's, scored by the model exactly, as decoding does (``prior.config.candidates``). Returns what was
     measured."""
     start = clock()
     beams = max(recommender.generation_config.num_beams or k, k)
@@ -337,19 +339,24 @@ def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], 
     ratios = sorted({0.0, *map(float, cooccurrence_weights or [])}) if prior.has_cooccurrence else [0.0]
     cooccurrence = prior.cooccurrence_log_prior(histories, n, prior.config.cooccurrence_temperature) \
         if len(ratios) > 1 else torch.zeros_like(transitions)
+    pools = {ratio: ranked for ratio in ratios}
+    if candidates:
+        pools = prior_candidate_pools(recommender, prior, histories, ranked, transitions, cooccurrence, ratios, candidates)
     recall, ndcg = {}, {}
     for ratio in ratios:
         terms = transitions + ratio * cooccurrence
-        log_priors = [[float(terms[u, i]) for i, _ in r] for u, r in enumerate(ranked)]
+        log_priors = [[float(terms[u, i]) for i, _ in r] for u, r in enumerate(pools[ratio])]
         for weight in sorted({0.0, *map(float, weights)}):
             if not weight and ratio:  # the model alone: measured once, at ratio 0
                 continue
-            ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(ranked, log_priors)]
+            ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(pools[ratio] if weight else ranked,
+                                                                                  log_priors)]
             measured = ranking_metrics(ranks, targets, max(len(ranks), 1), ks=(k,))  # (coverage not read)
             recall[weight, ratio] = round(measured[f"recall@{k}"], 4)
             ndcg[weight, ratio] = round(measured[f"ndcg@{k}"], 4)
     chosen = max(recall, key=lambda wr: (recall[wr], ndcg[wr], -wr[0], -wr[1]))
     prior.config.weight, prior.config.cooccurrence_weight = chosen if chosen[0] else (0.0, 0.0)
+    prior.config.candidates = candidates if chosen[0] else 0
     ratio = prior.config.cooccurrence_weight
     by_weight = {w: recall[w, r] for w, r in recall if r == ratio or not w}
     logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept%s", k, k,
@@ -358,9 +365,25 @@ def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], 
                    f", co-occurrence weight {ratio:g} (of {', '.join(f'{r:g}' for r in ratios)})" if len(ratios) > 1 else "")
     summary = {"weight": prior.config.weight, f"valid_recall@{k}_by_weight": {f"{w:g}": r for w, r in by_weight.items()},
                f"valid_ndcg@{k}_by_weight": {f"{w:g}": ndcg[w, r] for w, r in recall if r == ratio or not w},
-               "users": len(targets), "candidates": beams, "seconds": round(clock() - start, 1)}
+               "users": len(targets), "candidates": beams, "prior_candidates": prior.config.candidates,
+               "seconds": round(clock() - start, 1)}
     if len(ratios) > 1:
         best = {r: max(recall[w, r2] for w, r2 in recall if r2 == r or not w) for r in ratios}
         summary.update(cooccurrence_weight=ratio, cooccurrence_temperature=prior.config.cooccurrence_temperature,
                        **{f"valid_recall@{k}_by_cooccurrence_weight": {f"{r:g}": v for r, v in best.items()}})
     return summary
+
+
+def prior_candidate_pools(recommender, prior, histories: list[list[int]], ranked: list[list[tuple[int, float]]],
+                          transitions: torch.Tensor, cooccurrence: torch.Tensor, ratios: list[float],
+                          candidates: int) -> dict[float, list[list[tuple[int, float]]]]:
+    """For each co-occurrence weight, every user's beam (``ranked``) joined by the prior's ``candidates`` best
+    unseen items under that weight, each scored by the model: the pools decoding with that prior re-ranks. The
+    items of all weights are scored in one pass."""
+    tops = {ratio: prior.top_items(histories, candidates, exclude=histories, log_prior=transitions + ratio * cooccurrence)
+            for ratio in ratios}
+    found = [{i for i, _ in r} for r in ranked]
+    missing = [sorted({i for ratio in ratios for i in tops[ratio][u]} - found[u]) for u in range(len(ranked))]
+    scores = [dict(zip(items, values)) for items, values in zip(missing, recommender.item_log_probs(histories, missing))]
+    return {ratio: [r + [(i, scores[u][i]) for i in tops[ratio][u] if i not in found[u]] for u, r in enumerate(ranked)]
+            for ratio in ratios}
