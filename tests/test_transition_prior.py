@@ -100,10 +100,6 @@ def test_the_weight_is_chosen_on_valid_users_and_is_zero_when_the_count_does_not
     summary = fit_transition_prior_weight(_FixedBeam(beams), prior, histories, [1, 3, 1], [0.1, 1.0, 5.0], k=1)
     assert summary["valid_recall@1_by_weight"] == {"0": 0.0, "0.1": 0.0, "1": 1.0, "5": 1.0}
     assert prior.weight == summary["weight"] == 1.0
-    # the beam holds every target: the prior's own items, asked for, add nothing and are not kept
-    summary = fit_transition_prior_weight(_FixedBeam(beams), prior, histories, [1, 3, 1], [0.1, 1.0, 5.0], k=1,
-                                          candidates=2)
-    assert prior.weight == 1.0 and prior.config.candidates == 0 and summary["valid_recall@1_by_prior_candidates"] == {0: 1.0, 2: 1.0}
     # the model's first guesses are right: any weight that moves them loses, so the prior is off
     summary = fit_transition_prior_weight(_FixedBeam(beams), prior, histories, [2, 2, 2], [0.1, 1.0, 5.0], k=1)
     assert prior.weight == summary["weight"] == 0.0 and summary["valid_recall@1_by_weight"]["0"] == 1.0

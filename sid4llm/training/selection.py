@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -340,41 +339,36 @@ def fit_transition_prior_weight(recommender, prior, histories: list[list[int]], 
     ratios = sorted({0.0, *map(float, cooccurrence_weights or [])}) if prior.has_cooccurrence else [0.0]
     cooccurrence = prior.cooccurrence_log_prior(histories, n, prior.config.cooccurrence_temperature) \
         if len(ratios) > 1 else torch.zeros_like(transitions)
-    counts = sorted({0, candidates})  # with and without the prior's own items: kept only where they help
-    pools = {(ratio, 0): ranked for ratio in ratios}
+    pools = {ratio: ranked for ratio in ratios}
     if candidates:
-        pools.update({(ratio, candidates): pool for ratio, pool in prior_candidate_pools(
-            recommender, prior, histories, ranked, transitions, cooccurrence, ratios, candidates).items()})
+        pools = prior_candidate_pools(recommender, prior, histories, ranked, transitions, cooccurrence, ratios, candidates)
     recall, ndcg = {}, {}
-    for ratio, count in itertools.product(ratios, counts):
+    for ratio in ratios:
         terms = transitions + ratio * cooccurrence
-        pool = pools[ratio, count]
-        log_priors = [[float(terms[u, i]) for i, _ in r] for u, r in enumerate(pool)]
+        log_priors = [[float(terms[u, i]) for i, _ in r] for u, r in enumerate(pools[ratio])]
         for weight in sorted({0.0, *map(float, weights)}):
-            if not weight and (ratio or count):  # the model alone: measured once
+            if not weight and ratio:  # the model alone: measured once, at ratio 0
                 continue
-            ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(pool, log_priors)]
+            ranks = [[i for i, _ in prior.fuse(r, p, k, weight)] for r, p in zip(pools[ratio] if weight else ranked,
+                                                                                  log_priors)]
             measured = ranking_metrics(ranks, targets, max(len(ranks), 1), ks=(k,))  # (coverage not read)
-            recall[weight, ratio, count] = round(measured[f"recall@{k}"], 4)
-            ndcg[weight, ratio, count] = round(measured[f"ndcg@{k}"], 4)
-    chosen = max(recall, key=lambda c: (recall[c], ndcg[c], -c[0], -c[1], -c[2]))
-    prior.config.weight, prior.config.cooccurrence_weight, prior.config.candidates = chosen if chosen[0] else (0.0, 0.0, 0)
-    ratio, count = prior.config.cooccurrence_weight, prior.config.candidates
-    kept = [c for c in recall if (c[1], c[2]) == (ratio, count) or not c[0]]
-    logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept%s%s", k, k,
-                   ", ".join(f"{c[0]:g}: {recall[c]:.4f} ({ndcg[c]:.4f})" for c in kept), len(targets),
-                   prior.config.weight,
-                   f", co-occurrence weight {ratio:g} (of {', '.join(f'{r:g}' for r in ratios)})" if len(ratios) > 1 else "",
-                   f", the prior's own {count} best items scored beside the beam's (of {counts})" if candidates else "")
-    summary = {"weight": prior.config.weight, f"valid_recall@{k}_by_weight": {f"{c[0]:g}": recall[c] for c in kept},
-               f"valid_ndcg@{k}_by_weight": {f"{c[0]:g}": ndcg[c] for c in kept},
-               "users": len(targets), "candidates": beams, "prior_candidates": count,
+            recall[weight, ratio] = round(measured[f"recall@{k}"], 4)
+            ndcg[weight, ratio] = round(measured[f"ndcg@{k}"], 4)
+    chosen = max(recall, key=lambda wr: (recall[wr], ndcg[wr], -wr[0], -wr[1]))
+    prior.config.weight, prior.config.cooccurrence_weight = chosen if chosen[0] else (0.0, 0.0)
+    prior.config.candidates = candidates if chosen[0] else 0
+    ratio = prior.config.cooccurrence_weight
+    by_weight = {w: recall[w, r] for w, r in recall if r == ratio or not w}
+    logger.warning("transition prior: valid recall@%d (ndcg@%d) by weight %s (%d users): weight %g kept%s", k, k,
+                   ", ".join(f"{w:g}: {recall[w, r]:.4f} ({ndcg[w, r]:.4f})" for w, r in recall if r == ratio or not w),
+                   len(targets), prior.config.weight,
+                   f", co-occurrence weight {ratio:g} (of {', '.join(f'{r:g}' for r in ratios)})" if len(ratios) > 1 else "")
+    summary = {"weight": prior.config.weight, f"valid_recall@{k}_by_weight": {f"{w:g}": r for w, r in by_weight.items()},
+               f"valid_ndcg@{k}_by_weight": {f"{w:g}": ndcg[w, r] for w, r in recall if r == ratio or not w},
+               "users": len(targets), "candidates": beams, "prior_candidates": prior.config.candidates,
                "seconds": round(clock() - start, 1)}
-    if candidates:
-        summary[f"valid_recall@{k}_by_prior_candidates"] = {m: max(v for c, v in recall.items() if c[2] == m or not c[0])
-                                                           for m in counts}
     if len(ratios) > 1:
-        best = {r: max(v for c, v in recall.items() if c[1] == r or not c[0]) for r in ratios}
+        best = {r: max(recall[w, r2] for w, r2 in recall if r2 == r or not w) for r in ratios}
         summary.update(cooccurrence_weight=ratio, cooccurrence_temperature=prior.config.cooccurrence_temperature,
                        **{f"valid_recall@{k}_by_cooccurrence_weight": {f"{r:g}": v for r, v in best.items()}})
     return summary
