@@ -61,7 +61,9 @@ def recommender_card(config: SidRecommenderConfig, results: dict, codebook: Sema
     if prior:
         lines += ["## Transition prior", "",
                   f"Item transitions counted from the train histories re-rank the beam's {prior.get('candidates')} "
-                  f"candidates with weight {prior.get('weight'):g} (chosen on {prior.get('users'):,} valid users; "
+                  + (f"candidates and the prior's own {prior['prior_candidates']} best items (scored by the model) "
+                     if prior.get("prior_candidates") else "candidates ")
+                  + f"with weight {prior.get('weight'):g} (chosen on {prior.get('users'):,} valid users; "
                   "0 would be the model alone)"
                   + (f", items that go with the whole history (EASE co-occurrence) at {prior['cooccurrence_weight']:g} "
                      "of that weight" if prior.get("cooccurrence_weight") else "") + ": `transition_prior/`.", ""]
