@@ -70,6 +70,10 @@ def test_what_followed_the_named_items_in_the_train_histories_moves_up_and_a_req
     pipe.recommender.transition_prior = ItemTransitionPrior.count([[0, follower]] * 3, n_items=n, span=1)
     pipe.recommender.config.decoding.transition_prior_weight = 5.0
     assert [i["index"] for i in pipe.recommend_request(request, [0], k=3)][0] == follower
+    # the prior's own guesses join an ID stream's beam, never a request's: its words choose the kind of item
+    before = pipe.recommend_request(request, [0], k=3, num_beams=3)
+    pipe.recommender.transition_prior.config.candidates = n
+    assert pipe.recommend_request(request, [0], k=3, num_beams=3) == before
     assert [i["index"] for i in pipe.recommend_request("something funny", [], k=n)] == \
         [i["index"] for i in RecommendationPipeline.from_pretrained(chat_dir).recommend_request("something funny", [], k=n)]
 

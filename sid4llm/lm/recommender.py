@@ -168,9 +168,9 @@ class SidRecommender:
 
         With a :attr:`transition_prior` of non-zero weight (``prior_weight``, default the saved one; 0: the model
         alone), the search finishes ``num_beams`` items, the prior's own ``candidates`` best items join them (each
-        scored by the model exactly, found by the beam or not), and the ``k`` best by log p_model + weight ·
-        log p_prior are returned, ``score`` being that sum; in every style (a request's history: the items it
-        names)."""
+        scored by the model exactly, found by the beam or not; not for a request in words), and the ``k`` best by
+        log p_model + weight · log p_prior are returned, ``score`` being that sum; in every style (a request's
+        history: the items it names)."""
         from tqdm.auto import tqdm
 
         from ..decoding.top_k import recommend_top_k
@@ -189,7 +189,9 @@ class SidRecommender:
         n_items = len(self.codebook)
         weight = self.transition_prior_weight(prior_weight)
         pool = beams if weight else k  # candidates the prior re-ranks: all the beam finishes
-        extra = self.transition_prior.config.candidates if weight else 0  # and the prior's own best, scored
+        # and the prior's own best, scored; not for a request in words, whose words, not what followed the items it
+        # names, choose the kind of item (held-out category precision 0.967 -> 0.919 with them, docs/experiments/llm.md)
+        extra = self.transition_prior.config.candidates if weight and style != "request" else 0
 
         def search(users: list[int], width: int) -> dict[int, list[tuple[int, float]]]:
             candidates = self.transition_prior.top_items([indexed[u] for u in users], extra, n_items,
