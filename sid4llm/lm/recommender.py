@@ -29,6 +29,7 @@ from ..artifacts import ArtifactError, read_json
 from ..decoding.transition_prior import PRIOR_DIR, ItemTransitionPrior
 from ..ids import SemanticIdCodebook
 from ..vocabulary import VOCAB_FILE, IdVocabulary
+from . import generation
 from .compact_adapter import cache_token_rows, save_compact_adapter
 from .models import first_layers_view, load_causal_lm, peft_without_its_deprecation
 from .recommender_config import CONFIG_FILE, DEFAULT_NUM_BEAMS, RESULTS_FILE, SidRecommenderConfig
@@ -265,53 +266,15 @@ class SidRecommender:
             config.early_stopping, config.length_penalty = False, 1.0
         return config
 
-    @torch.no_grad()
     def generate_text(self, messages: list[dict], max_new_tokens: int = 64, num_beams: int = 1,
                       logits_processors: list | None = None) -> dict:
-        """Free text with trie-constrained ID spans (mixed mode): the model may write prose, and every ID it
-        opens is forced to be a real item. Returns ``{"text", "raw", "items"}`` with IDs shown as titles."""
-        from transformers import LogitsProcessorList
+        """Free text with trie-constrained ID spans: :func:`~sid4llm.lm.generation.generate_text`."""
+        return generation.generate_text(self, messages, max_new_tokens, num_beams, logits_processors)
 
-        from ..decoding.logits_processor import TrieLogitsProcessor
-
-        if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            prompt = "\n".join(m["content"] for m in messages) + "\n"
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
-        config = self.decoding_config(num_beams)
-        config.num_return_sequences = 1
-        config.max_new_tokens = max_new_tokens
-        config.eos_token_id = self.tokenizer.eos_token_id
-        processor = TrieLogitsProcessor(self.decoder, ids.shape[1], "mixed")
-        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
-                                  logits_processor=LogitsProcessorList([*(logits_processors or []), processor]))
-        new_tokens = out[0, ids.shape[1]:].tolist()
-        text, items = self.vocab.render(new_tokens)
-        return {"text": text.strip(), "raw": self.tokenizer.decode(new_tokens), "items": items}
-
-    @torch.no_grad()
     def generate_ids(self, histories, num_beams: int | None = None, constrained: bool = True,
                      style: str = "ids") -> list[list[int | None]]:
-        """Beam search through ``model.generate`` (with :class:`TrieLogitsProcessor` when ``constrained``);
-        returns, per history, the codebook index of each returned beam (None for an invalid ID).
-        ``num_beams`` defaults to the saved generation config's."""
-        from transformers import LogitsProcessorList
-
-        from ..decoding.columns import left_pad
-        from ..decoding.logits_processor import TrieLogitsProcessor
-
-        prompts = [self.history_prompt_ids([self._index(i) for i in h], style) for h in histories]
-        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
-        width = ids.shape[1]
-        config = self.decoding_config(num_beams)
-        num_beams = config.num_beams
-        config.eos_token_id = [self.vocab.end_id]  # the answer is one ID, starting right after the prompt
-        processors = LogitsProcessorList([TrieLogitsProcessor(self.decoder, width, "id")]) if constrained else None
-        out = self.id_model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                     logits_processor=processors)
-        out = out.reshape(len(prompts), num_beams, -1)
-        return [[self.vocab.parse_stream_item(row[width:].tolist()) for row in rows] for rows in out]
+        """One ID per beam through ``model.generate``: :func:`~sid4llm.lm.generation.generate_ids`."""
+        return generation.generate_ids(self, histories, num_beams, constrained, style)
 
     # ------------------------------------------------------------------ cold start
     def add_items(self, item_ids, embeddings, titles=None, categories=None) -> list[tuple[int, ...]]:
