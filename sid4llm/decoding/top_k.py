@@ -54,8 +54,8 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
 
     # First expansion: from the root, each user keeps its best `num_beams` first tokens.
     root = torch.zeros(B, dtype=torch.long, device=device)
-    out_root_hidden = out.last_hidden_state[:, -1]
-    logp = next_log_probs(out_root_hidden, root, torch.arange(B, device=device))
+    prompt_hidden = out.last_hidden_state[:, -1]
+    logp = next_log_probs(prompt_hidden, root, torch.arange(B, device=device))
     beams = num_beams
     first = min(beams, C)
     scores = torch.full((B, beams), float("-inf"), device=device)
@@ -112,11 +112,10 @@ def recommend_top_k(model, decoder: IdDecoder, prompts: list[list[int]], k: int 
     if candidates is not None:
         if len(candidates) != B:
             raise ValueError(f"candidates needs one collection per prompt: {len(candidates)} for {B} prompts")
-        banned_sets = [set(items) for items in exclude] if exclude else [set()] * B
-        extra = [[i for i in dict.fromkeys(map(int, items)) if i not in {j for j, _ in found} and i not in banned_sets[u]]
-                 for u, (items, found) in enumerate(zip(candidates, results))]
-        root_logp = dec.log_probs(out_root_hidden @ head.T, trie.allowed_mask(root, C))
-        scored = score_items(backbone, cache, cache_arg, dec, head, extra, root_logp, prompt_mask, fed,
+        finished_items = [{i for i, _ in found} for found in results]
+        extra = [[i for i in dict.fromkeys(map(int, items)) if i not in finished_items[u] and not banned[u, i]]
+                 for u, items in enumerate(candidates)]
+        scored = score_items(backbone, cache, cache_arg, dec, head, extra, prompt_hidden, prompt_mask, fed,
                              first_position)
         results = [sorted(found + list(zip(items, scores)), key=lambda r: (-r[1], r[0]))
                    for found, items, scores in zip(results, extra, scored)]
@@ -146,19 +145,18 @@ def item_log_probs(model, decoder: IdDecoder, prompts: list[list[int]], items: l
     dec = decoder if decoder.column_token_ids.device == device else decoder.to(device)
     backbone, out, cache, cache_arg, head, prompt_mask, first_position = encode_prompts(model, dec, prompts,
                                                                                          pad_token_id)
-    root = torch.zeros(len(prompts), dtype=torch.long, device=device)
-    root_logp = dec.log_probs(out.last_hidden_state[:, -1] @ head.T, dec.trie.allowed_mask(root, dec.num_columns))
-    return score_items(backbone, cache, cache_arg, dec, head, items, root_logp, prompt_mask, 0, first_position)
+    return score_items(backbone, cache, cache_arg, dec, head, items, out.last_hidden_state[:, -1], prompt_mask, 0,
+                       first_position)
 
 
 def score_items(backbone, cache, cache_arg: str, dec: IdDecoder, head: torch.Tensor, items: list[list[int]],
-                root_logp: torch.Tensor, prompt_mask: torch.Tensor, fed: int,
+                prompt_hidden: torch.Tensor, prompt_mask: torch.Tensor, fed: int,
                 first_position: torch.Tensor) -> list[list[float]]:
     """Each user's ``items`` (codebook indices) scored by summed log-probability, teacher-forced: every item's
     tokens but its last are fed at once after the user's cache (the prompt, then the ``fed`` tokens of the search,
-    hidden), each seeing the prompt and its own item's earlier tokens only; ``root_logp`` ([B, C]) scores the
-    first token."""
-    B, C, device = len(items), dec.num_columns, root_logp.device
+    hidden), each seeing the prompt and its own item's earlier tokens only; ``prompt_hidden`` ([B, H], the
+    prompt's last state) scores the first token."""
+    B, C, device = len(items), dec.num_columns, prompt_hidden.device
     depth = dec.trie.max_depth  # the longest ID with its end marker
     per_user = max((len(x) for x in items), default=0)
     if not per_user:
@@ -183,16 +181,12 @@ def score_items(backbone, cache, cache_arg: str, dec: IdDecoder, head: torch.Ten
     tokens = dec.column_token_ids[fed_paths.clamp(min=0)].reshape(B, n)
     out = backbone(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_arg: cache})
     hidden = out.last_hidden_state.reshape(B * n, -1)
-    nodes = torch.zeros(B * per_user, depth - 1, dtype=torch.long, device=device)
-    walked = torch.zeros(B * per_user, dtype=torch.long, device=device)
-    flat = fed_paths.reshape(B * per_user, depth - 1)
-    for j in range(depth - 1):  # the node each fed token leads to
-        walked = torch.where(flat[:, j] >= 0, dec.trie.step(walked, flat[:, j]), walked)
-        nodes[:, j] = walked
+    nodes = dec.prefix_nodes(tokens.reshape(B * per_user, depth - 1))  # the node each fed token leads to
     logp = dec.log_probs(hidden @ head.T, dec.trie.allowed_mask(nodes.reshape(-1), C))  # [B*n, C]
     following = paths[:, :, 1:].reshape(B * n)  # the column each fed token's hidden state predicts
     gained = logp.gather(1, following.clamp(min=0)[:, None]).squeeze(1)
     gained = torch.where(following >= 0, gained, torch.zeros_like(gained)).reshape(B, per_user, depth - 1).sum(2)
-    first = root_logp.gather(1, paths[:, :, 0].clamp(min=0))
+    root = torch.zeros(B, dtype=torch.long, device=device)
+    first = dec.log_probs(prompt_hidden @ head.T, dec.trie.allowed_mask(root, C)).gather(1, paths[:, :, 0].clamp(min=0))
     total = (first + gained).masked_fill(~present[:, :, 0], float("-inf"))
     return [total[u, :len(user_items)].tolist() for u, user_items in enumerate(items)]
